@@ -1,0 +1,313 @@
+"""Every hyperparameter, declared once: name, type, default, allowed range, help.
+
+The declaration drives parsing (``parse``), validation, the README table (``markdown_table``) and the
+``metric_definitions`` notebooks use. SageMaker delivers every value as a string, quoted differently per client:
+SDK v2 ``Estimator`` sends ``str(v)`` ("True", "[64, 32]"), its framework estimators send ``json.dumps(v)`` (strings
+gain quotes: '"abc"'), SDK v3 sends "true". So each value is read as JSON first, then as the raw string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from recsys.errors import UserError
+
+# Keys SageMaker or its SDKs add on their own; never an error.
+_PLATFORM_PREFIXES = ("sagemaker_", "_")  # sagemaker_program, _tuning_objective_metric, ...
+
+BOTH = ("ncf", "als")
+NCF = ("ncf",)
+ALS = ("als",)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: type  # int, float, bool, str, or "column" (str name or int index)
+    default: Any
+    help: str
+    algorithms: tuple[str, ...] = BOTH
+    low: float | None = None  # inclusive lower bound
+    high: float | None = None  # inclusive upper bound
+    low_exclusive: bool = False
+    high_exclusive: bool = False
+    choices: tuple[str, ...] | None = None
+    column: bool = False  # a column name, or a 0-based index for files without a header
+
+    def range_text(self) -> str:
+        if self.choices:
+            return " | ".join(self.choices)
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_exclusive else '≥'} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_exclusive else '≤'} {self.high:g}")
+        return ", ".join(parts)
+
+
+PARAMS: tuple[Param, ...] = (
+    # -- what to train, on what
+    Param("algorithm", str, "ncf", "Which recommender to train.", choices=("ncf", "als")),
+    Param(
+        "preset",
+        str,
+        "none",
+        "Input layout: `movielens` (u.data / ratings.dat), `online_retail` (UCI Online Retail transactions), "
+        "or `none` (use the *_col hyperparameters).",
+        choices=("movielens", "online_retail", "none"),
+    ),
+    Param("user_col", str, None, "User id column (name, or 0-based index for files without a header).", column=True),
+    Param("item_col", str, None, "Item id column (name or 0-based index).", column=True),
+    Param(
+        "rating_col",
+        str,
+        None,
+        "Rating / weight column (name or index). Absent: every interaction weighs 1.",
+        column=True,
+    ),
+    Param(
+        "timestamp_col",
+        str,
+        None,
+        "Timestamp column (name or index), used for the leave-one-out split. Absent: random hold-out.",
+        column=True,
+    ),
+    # -- evaluation (both algorithms, same protocol)
+    Param("top_k", int, 10, "K of HR@K / NDCG@K / Recall@K.", low=1, high=1000),
+    Param(
+        "num_eval_negatives",
+        int,
+        99,
+        "Items sampled per test user for the NCF protocol (held-out item ranked among it plus these).",
+        low=1,
+        high=10000,
+    ),
+    Param("seed", int, 42, "Random seed: same seed, same data, same machine → same model.", low=0),
+    # -- NCF (PyTorch)
+    Param("model_type", str, "neumf", "NCF variant.", NCF, choices=("neumf", "gmf", "mlp")),
+    Param("epochs", int, 20, "Training epochs (the best epoch by HR is kept).", NCF, low=1, high=10000),
+    Param("lr", float, 0.001, "Learning rate.", NCF, low=0, low_exclusive=True, high=10),
+    Param("batch_size", int, 256, "Samples (positives + negatives) per optimizer step.", NCF, low=1, high=1 << 24),
+    Param("dropout", float, 0.0, "Dropout between MLP layers.", NCF, low=0, high=1, high_exclusive=True),
+    Param("factor_num", int, 8, "Predictive factors: GMF embedding size and MLP last-layer width.", NCF, low=1,
+          high=4096),
+    Param("num_layers", int, 3, "MLP layers (tower halves each layer, ending at factor_num).", NCF, low=1, high=8),
+    Param("num_negatives", int, 4, "Negative items sampled per positive each epoch.", NCF, low=1, high=1000),
+    Param("weight_decay", float, 0.0, "L2 penalty (optimizer weight decay).", NCF, low=0),
+    Param("optimizer", str, "adam", "Optimizer.", NCF, choices=("adam", "adamw", "sgd", "adagrad")),
+    Param("early_stopping_patience", int, 3, "Stop after this many epochs without a better HR; 0 = never.", NCF,
+          low=0),
+    Param(
+        "pretrain",
+        bool,
+        False,
+        "NeuMF only: first train GMF and MLP, then start NeuMF from their weights (He et al. §3.4.1).",
+        NCF,
+    ),
+    Param("device", str, "auto", "`auto` = CUDA when present, else CPU.", NCF, choices=("auto", "cpu", "cuda")),
+    # -- ALS (Spark)
+    Param("rank", int, 10, "ALS latent factors.", ALS, low=1, high=4096),
+    Param("max_iter", int, 10, "ALS iterations.", ALS, low=1, high=1000),
+    Param("reg_param", float, 0.1, "ALS regularization.", ALS, low=0),
+    Param("alpha", float, 1.0, "Implicit-feedback confidence scale (c = 1 + alpha * weight).", ALS, low=0),
+    Param("implicit_prefs", bool, True, "Treat weights as implicit confidence (true) or explicit ratings (false).",
+          ALS),
+    Param("nonnegative", bool, False, "Constrain ALS factors to be non-negative.", ALS),
+    Param("checkpoint_interval", int, 10, "Spark lineage checkpoint every N iterations (needs a checkpoint dir).",
+          ALS, low=1),
+)
+
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+# Regexes for SageMaker ``metric_definitions`` (as in the LotteON post); ``train`` prints lines they match.
+METRIC_DEFINITIONS = [
+    {"Name": "HR", "Regex": "HR=(.*?);"},
+    {"Name": "NDCG", "Regex": "NDCG=(.*?);"},
+    {"Name": "Loss", "Regex": "Loss=(.*?);"},
+]
+
+
+class Hyperparameters(Mapping):
+    """Parsed, validated values; read as attributes (``hp.lr``) or as a mapping. Immutable."""
+
+    def __init__(self, values: dict[str, Any], explicit: frozenset[str] = frozenset()):
+        self._values = dict(values)
+        self.explicit = explicit  # names the caller set (the rest are defaults)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def for_algorithm(self) -> dict[str, Any]:
+        """Only the values that matter to the chosen algorithm (for the manifest and checkpoint fingerprints)."""
+        return {p.name: self._values[p.name] for p in PARAMS if self.algorithm in p.algorithms}
+
+    def replace(self, **changes: Any) -> Hyperparameters:
+        return parse({**self._values, **changes})
+
+
+def _decode(raw: Any) -> Any:
+    """A string from hyperparameters.json → the JSON value it spells, else the string itself."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    # Framework estimators double-encode strings: '"neumf"' → 'neumf'; tolerate one more level.
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value)
+            if not isinstance(inner, (dict, list)):
+                return inner
+        except ValueError:
+            pass
+    return value
+
+
+def _bad(param: Param, raw: Any, wanted: str) -> UserError:
+    return UserError(f"hyperparameter `{param.name}` must be {wanted}, got {raw!r}")
+
+
+def _coerce(param: Param, raw: Any) -> Any:
+    value = _decode(raw)
+    if value is None:
+        if param.default is None:
+            return None
+        raise _bad(param, raw, f"a {param.kind.__name__} (e.g. {param.default!r})")
+    if param.column:
+        if isinstance(value, bool) or isinstance(value, float):
+            raise _bad(param, raw, "a column name or a 0-based column index")
+        if isinstance(value, int):
+            if value < 0:
+                raise _bad(param, raw, "a column name or a 0-based column index (≥ 0)")
+            return value
+        if isinstance(value, str) and value:
+            return value
+        raise _bad(param, raw, "a column name or a 0-based column index")
+    if param.kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "y", "on", "t"):
+            return True
+        if text in ("false", "no", "n", "off", "f"):
+            return False
+        raise _bad(param, raw, "true or false")
+    if param.kind is int:
+        if isinstance(value, bool):
+            raise _bad(param, raw, "an integer")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise _bad(param, raw, f"an integer{_range_suffix(param)}")
+        return value
+    if param.kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _bad(param, raw, f"a number{_range_suffix(param)}")
+        return float(value)
+    # str with choices
+    text = str(value).strip()
+    if param.choices:
+        lowered = text.lower()
+        if lowered not in param.choices:
+            raise _bad(param, raw, f"one of {', '.join(param.choices)}")
+        return lowered
+    return text
+
+
+def _range_suffix(param: Param) -> str:
+    text = param.range_text()
+    return f" {text}" if text else ""
+
+
+def _check_range(param: Param, value: Any, raw: Any) -> None:
+    if param.kind not in (int, float) or param.column or value is None:
+        return
+    kind = "an integer" if param.kind is int else "a number"
+    if param.low is not None and (value <= param.low if param.low_exclusive else value < param.low):
+        raise _bad(param, raw, f"{kind} {param.range_text()}")
+    if param.high is not None and (value >= param.high if param.high_exclusive else value > param.high):
+        raise _bad(param, raw, f"{kind} {param.range_text()}")
+
+
+def is_platform_key(name: str) -> bool:
+    return name.startswith(_PLATFORM_PREFIXES)
+
+
+def parse(raw: Mapping[str, Any] | None) -> Hyperparameters:
+    """Validate a hyperparameters.json mapping (values usually strings) into typed values.
+
+    Unknown names are refused (listing the valid ones), except keys SageMaker itself adds.
+    """
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise UserError("hyperparameters.json must hold a JSON object of name → value")
+    unknown = sorted(k for k in raw if k not in BY_NAME and not is_platform_key(k))
+    if unknown:
+        raise UserError(
+            f"unknown hyperparameter(s) {', '.join(unknown)}; valid names are: {', '.join(sorted(BY_NAME))}"
+        )
+    values: dict[str, Any] = {}
+    for param in PARAMS:
+        if param.name in raw:
+            value = _coerce(param, raw[param.name])
+            _check_range(param, value, raw[param.name])
+        else:
+            value = param.default
+        values[param.name] = value
+    hp = Hyperparameters(values, frozenset(k for k in raw if k in BY_NAME))
+    _check_combinations(hp)
+    return hp
+
+
+def _check_combinations(hp: Hyperparameters) -> None:
+    if hp.pretrain and hp.model_type != "neumf":
+        raise UserError("hyperparameter `pretrain` applies only to model_type=neumf; remove it or set model_type=neumf")
+    columns = [(n, hp[n]) for n in ("user_col", "item_col", "rating_col", "timestamp_col") if hp[n] is not None]
+    seen: dict[Any, str] = {}
+    for name, col in columns:
+        if col in seen:
+            raise UserError(f"hyperparameters `{seen[col]}` and `{name}` name the same column {col!r}")
+        seen[col] = name
+    if hp.preset == "none":
+        kinds = {type(c) for _, c in columns}
+        if len(kinds) > 1:
+            raise UserError("column hyperparameters must all be names or all be 0-based indices, not a mix")
+
+
+def defaults() -> Hyperparameters:
+    return parse({})
+
+
+def markdown_table() -> str:
+    """The README's hyperparameter table, generated from ``PARAMS``."""
+    rows = ["| name | algorithm | type | default | allowed | meaning |", "|---|---|---|---|---|---|"]
+    for p in PARAMS:
+        kind = "column" if p.column else p.kind.__name__
+        algos = "both" if p.algorithms == BOTH else p.algorithms[0]
+        default = "—" if p.default is None else json.dumps(p.default)
+        rows.append(f"| `{p.name}` | {algos} | {kind} | `{default}` | {p.range_text()} | {p.help} |")
+    return "\n".join(rows)
+

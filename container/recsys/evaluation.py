@@ -1,0 +1,129 @@
+"""One evaluator for every algorithm.
+
+- **Sampled (the NCF paper's protocol)**: each held-out (user, item) is ranked among itself plus
+  ``num_eval_negatives`` items the user never interacted with (train channel or test); HR@K = share ranked in the
+  top K, NDCG@K = mean of 1/log2(rank + 2) over hits. Negatives are drawn once (seeded), so epochs compare fairly.
+  Ties count against the held-out item, so a model that scores everything equally gets HR 0, not 1.
+- **Full ranking**: every item the user did not interact with in training is a candidate; Recall@K and NDCG@K
+  against the user's held-out items.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recsys.data.interactions import Interactions, contains_pairs
+
+if TYPE_CHECKING:
+    from recsys.models.base import Recommender
+
+# Bound on the scores matrix held at once during full ranking (floats).
+_FULL_RANKING_CHUNK = 4_000_000
+
+
+def sample_negatives(users: np.ndarray, n_items: int, forbidden_keys: np.ndarray, count: int,
+                     rng: np.random.Generator, max_rounds: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random items per user that are not in ``forbidden_keys`` (sorted ``user * n_items + item``).
+
+    Vectorized rejection sampling. Returns (items (n, count), valid mask): a user who has interacted with nearly
+    every item may have fewer than ``count`` negatives; the missing slots are marked invalid.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    items = rng.integers(0, n_items, size=(len(users), count), dtype=np.int64)
+    bad = contains_pairs(forbidden_keys, users[:, None] * n_items + items)
+    for _ in range(max_rounds):
+        if not bad.any():
+            break
+        rows, cols = np.nonzero(bad)
+        redraw = rng.integers(0, n_items, size=len(rows), dtype=np.int64)
+        items[rows, cols] = redraw
+        bad[rows, cols] = contains_pairs(forbidden_keys, users[rows] * n_items + redraw)
+    if bad.any():  # very dense users: enumerate their unseen items exactly
+        for row in np.unique(np.nonzero(bad)[0]):
+            user = users[row]
+            lo, hi = np.searchsorted(forbidden_keys, [user * n_items, (user + 1) * n_items])
+            unseen = np.setdiff1d(np.arange(n_items), forbidden_keys[lo:hi] - user * n_items)
+            slots = np.nonzero(bad[row])[0]
+            if len(unseen):
+                items[row, slots] = rng.choice(unseen, size=len(slots))
+                bad[row, slots] = False
+    return items, ~bad
+
+
+def rank_of_first(scores: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """0-based rank of column 0 among each row (ties ranked ahead of it). ``valid`` masks padding columns."""
+    beats = scores[:, 1:] >= scores[:, :1]
+    if valid is not None:
+        beats &= valid[:, 1:]
+    return beats.sum(axis=1)
+
+
+def hit_ndcg(ranks: np.ndarray, k: int) -> tuple[float, float]:
+    ranks = np.asarray(ranks)
+    if len(ranks) == 0:
+        return 0.0, 0.0
+    hits = ranks < k
+    ndcg = np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return float(hits.mean()), float(ndcg.mean())
+
+
+class Evaluator:
+    def __init__(self, train: Interactions, test: Interactions, top_k: int = 10, num_negatives: int = 99,
+                 seed: int = 42, known: Interactions | None = None):
+        """``train``: what the model saw (excluded in full ranking). ``known``: every pair the users interacted
+        with (default: train + test), never drawn as a sampled negative."""
+        self.top_k = top_k
+        self.n_items = train.n_items
+        self.train = train
+        self.test = test
+        known_keys = [train.pair_keys(), test.pair_keys()] + ([known.pair_keys()] if known is not None else [])
+        self.forbidden = np.unique(np.concatenate(known_keys))
+        rng = np.random.default_rng(seed)
+        negatives, valid = sample_negatives(test.users, self.n_items, self.forbidden, num_negatives, rng)
+        self.test_users = test.users
+        self.candidates = np.concatenate([test.items[:, None], negatives], axis=1)  # column 0 = held-out item
+        self.valid = np.concatenate([np.ones((len(test), 1), dtype=bool), valid], axis=1)
+
+    def sampled(self, model: Recommender) -> dict[str, float]:
+        scores = model.score(self.test_users, self.candidates)
+        hr, ndcg = hit_ndcg(rank_of_first(np.asarray(scores, dtype=np.float64), self.valid), self.top_k)
+        return {"HR": hr, "NDCG": ndcg}
+
+    def full_ranking(self, model: Recommender) -> dict[str, float]:
+        k = self.top_k
+        test_users = np.unique(self.test.users)
+        if len(test_users) == 0:
+            return {}
+        seen_ptr, seen_idx = self.train.csr()
+        order = np.argsort(self.test.users, kind="stable")
+        t_users, t_items = self.test.users[order], self.test.items[order]
+        bounds = np.searchsorted(t_users, np.r_[test_users, test_users[-1] + 1])
+        chunk = max(1, _FULL_RANKING_CHUNK // max(1, self.n_items))
+        recalls, ndcgs = [], []
+        discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        for start in range(0, len(test_users), chunk):
+            users = test_users[start : start + chunk]
+            scores = np.asarray(model.score_all(users), dtype=np.float32).copy()
+            for row, user in enumerate(users):
+                scores[row, seen_idx[seen_ptr[user] : seen_ptr[user + 1]]] = -np.inf
+            kk = min(k, self.n_items)
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
+            for row, user in enumerate(users):
+                i = start + row
+                relevant = t_items[bounds[i] : bounds[i + 1]]
+                hits = np.isin(top[row], relevant)
+                n_rel = len(np.unique(relevant))
+                recalls.append(hits.sum() / n_rel)
+                ideal = discounts[: min(n_rel, k)].sum()
+                ndcgs.append(float((hits * discounts[: len(hits)]).sum() / ideal))
+        return {f"full_recall@{k}": float(np.mean(recalls)), f"full_ndcg@{k}": float(np.mean(ndcgs))}
+
+    def evaluate(self, model: Recommender, full: bool = False) -> dict[str, float]:
+        metrics = self.sampled(model)
+        if full:
+            metrics.update(self.full_ranking(model))
+        return metrics

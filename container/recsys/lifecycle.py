@@ -1,0 +1,55 @@
+"""SIGTERM handling. SageMaker stops a job with SIGTERM and SIGKILLs it 120 s later; as PID 1 in a container a
+process without a handler ignores SIGTERM entirely, so ``train`` installs one.
+
+Training loops call ``stop.check()`` between steps (a consistent point to checkpoint). Code that blocks for long
+inside a library (a Spark fit) runs under ``stop.interruptible()``, where the signal raises at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+
+from recsys.errors import TrainingStopped
+
+log = logging.getLogger(__name__)
+
+
+class StopController:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._raise_now = False
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def install(self) -> StopController:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("received SIGTERM: stopping")
+        self._event.set()
+        if self._raise_now:
+            raise TrainingStopped("stopped: the job received SIGTERM (StopTrainingJob or MaxRuntimeInSeconds)")
+
+    def request(self) -> None:
+        """Ask to stop as if SIGTERM arrived (tests, and a leader telling workers to quit)."""
+        self._event.set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise TrainingStopped("stopped: the job received SIGTERM (StopTrainingJob or MaxRuntimeInSeconds)")
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        self.check()
+        self._raise_now = True
+        try:
+            yield
+        finally:
+            self._raise_now = False

@@ -1,0 +1,143 @@
+"""``train``: SageMaker's training entry point (``docker run IMAGE train``; also ``python -m recsys.train``).
+
+hyperparameters.json + channels → a fitted recommender → /opt/ml/model (atomically) + output/data/evaluation.json.
+Any failure: a short reason in /opt/ml/output/failure (SageMaker shows its first 1024 characters), the traceback in
+the log, a non-zero exit, and no model that looks valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+from recsys import __version__
+from recsys.artifact import remove_partial, write_model
+from recsys.checkpoints import Checkpointer
+from recsys.data.dataset import TrainingData, load_training_data
+from recsys.errors import TrainingStopped, UserError
+from recsys.evaluation import Evaluator
+from recsys.hyperparameters import Hyperparameters, parse
+from recsys.lifecycle import StopController
+from recsys.logs import configure_logging
+from recsys.models import recommender_class
+from recsys.models.base import FitContext
+from recsys.paths import SageMakerPaths, read_json_file
+from recsys.resources import ResourceConfig
+
+log = logging.getLogger("recsys.train")
+
+FAILURE_LIMIT = 1024
+REPORT_FILE = "evaluation.json"
+
+
+def format_metrics(metrics: dict[str, float], **prefix: object) -> str:
+    """One metrics line SageMaker metric_definitions can scrape: ``epoch=3; Loss=0.2871; HR=0.6512; NDCG=0.3921;``."""
+    parts = [f"{k}={v};" for k, v in prefix.items()]
+    parts += [f"{k}={v:.4f};" if isinstance(v, float) else f"{k}={v};" for k, v in metrics.items()]
+    return " ".join(parts)
+
+
+def report_metrics(metrics: dict[str, float], **prefix: object) -> None:
+    print(format_metrics(metrics, **prefix), flush=True)
+
+
+def data_fingerprint(data: TrainingData) -> str:
+    digest = hashlib.sha256()
+    for array in (data.users.ids, data.items.ids, data.train.users, data.train.items):
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run(paths: SageMakerPaths, stop: StopController) -> dict:
+    started = time.time()
+    hp = parse(read_json_file(paths.hyperparameters_file, "hyperparameters.json", default={}))
+    resources = ResourceConfig.read(paths)
+    log.info("recsys %s: algorithm=%s hyperparameters=%s", __version__, hp.algorithm, json.dumps(hp.to_dict()))
+    log.info("resources: %s", json.dumps(resources.summary()))
+    if len(resources.hosts) > 1:
+        log.warning("%d hosts given; multi-host training is not implemented yet: every host trains the same model "
+                    "on its own data and only the leader %s writes it", len(resources.hosts), resources.leader)
+
+    data = load_training_data(paths, hp)
+    log.info("data: %s", json.dumps(data.report))
+    stop.check()
+    evaluator = Evaluator(data.train, data.test, hp.top_k, hp.num_eval_negatives, hp.seed, known=data.all)
+    checkpoints = None
+    if paths.checkpoint_dir.is_dir():
+        fingerprint = {k: v for k, v in hp.for_algorithm().items() if k not in ("device", "early_stopping_patience")}
+        fingerprint["data"] = data_fingerprint(data)
+        checkpoints = Checkpointer(paths.checkpoint_dir, hp.algorithm, fingerprint, resources.current_host)
+
+    model = recommender_class(hp.algorithm)(hp, len(data.users), len(data.items))
+    ctx = FitContext(evaluator=evaluator, stop=stop, resources=resources, checkpoints=checkpoints,
+                     report_metrics=report_metrics)
+    fit_started = time.time()
+    result = model.fit(data, ctx)
+    fit_seconds = time.time() - fit_started
+    stop.check()
+    full = evaluator.full_ranking(model)
+    metrics = {**result.metrics, **full}
+    report_metrics(metrics, final="best")
+
+    report = {
+        "algorithm": hp.algorithm,
+        "metrics": metrics,
+        "history": result.history,
+        "info": result.info,
+        "data": data.report,
+        "fit_seconds": round(fit_seconds, 3),
+        "total_seconds": round(time.time() - started, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "resources": resources.summary(),
+    }
+    if resources.is_leader:
+        write_model(paths.model_dir, model, data.users, data.items, data.all.csr(), data.all.item_popularity(),
+                    hp, metrics, extra={"training": {k: report[k] for k in ("fit_seconds", "info")},
+                                        "data": data.report})
+        log.info("model written to %s", paths.model_dir)
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (paths.output_data_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def write_failure(paths: SageMakerPaths, reason: str) -> None:
+    """The reason first and short; SageMaker keeps the first 1024 characters as FailureReason."""
+    text = reason.strip().replace("\n", " ")
+    if len(text) > FAILURE_LIMIT:
+        text = text[: FAILURE_LIMIT - 3] + "..."
+    try:
+        paths.output_dir.mkdir(parents=True, exist_ok=True)
+        paths.failure_file.write_text(text + "\n")
+    except OSError as exc:  # the reason still reaches the log
+        log.error("could not write %s: %s", paths.failure_file, exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    paths = SageMakerPaths.from_env()
+    stop = StopController().install()
+    try:
+        run(paths, stop)
+        return 0
+    except (UserError, TrainingStopped) as exc:
+        reason, code = str(exc), exc.exit_code
+        log.error("training failed: %s", reason)
+    except MemoryError:
+        reason, code = "out of memory: use a larger instance type or reduce batch_size / factor_num / rank", 1
+        log.exception("training failed")
+    except Exception as exc:  # a bug in our code or the platform: say so, keep the traceback in the log
+        reason = f"internal error ({type(exc).__name__}: {exc}); the job log has the traceback"
+        code = 1
+        log.exception("training failed with an internal error")
+    remove_partial(paths.model_dir)
+    write_failure(paths, reason)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ gain quotes: '"abc"'), SDK v3 sends "true". So each value is read as JSON first,
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Mapping
@@ -266,8 +267,10 @@ def parse(raw: Mapping[str, Any] | None) -> Hyperparameters:
         raise UserError("hyperparameters.json must hold a JSON object of name → value")
     unknown = sorted(k for k in raw if k not in BY_NAME and not is_platform_key(k))
     if unknown:
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, BY_NAME, n=1)) else u
+                 for u in unknown]
         raise UserError(
-            f"unknown hyperparameter(s) {', '.join(unknown)}; valid names are: {', '.join(sorted(BY_NAME))}"
+            f"unknown hyperparameter(s) {', '.join(hints)}; valid names are: {', '.join(sorted(BY_NAME))}"
         )
     values: dict[str, Any] = {}
     for param in PARAMS:

@@ -72,6 +72,7 @@ def run(paths: SageMakerPaths, stop: StopController) -> dict:
         fingerprint = {k: v for k, v in hp.for_algorithm().items() if k not in ("device", "early_stopping_patience")}
         fingerprint["data"] = data_fingerprint(data)
         checkpoints = Checkpointer(paths.checkpoint_dir, hp.algorithm, fingerprint, resources.current_host)
+        checkpoints.latest()  # a checkpoint from another configuration is refused now, before any training
 
     model = recommender_class(hp.algorithm)(hp, len(data.users), len(data.items))
     ctx = FitContext(evaluator=evaluator, stop=stop, resources=resources, checkpoints=checkpoints,

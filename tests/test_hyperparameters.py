@@ -1,0 +1,105 @@
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recsys import hyperparameters as hpmod
+from recsys.errors import UserError
+from recsys.hyperparameters import PARAMS, parse
+
+
+def test_defaults_are_valid_and_complete():
+    hp = parse({})
+    assert set(hp) == {p.name for p in PARAMS}
+    assert hp.algorithm == "ncf" and hp.top_k == 10
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"implicit_prefs": "True"}, True),  # SDK v2 Estimator: str(True)
+        ({"implicit_prefs": "true"}, True),  # SDK v3: json.dumps(True)
+        ({"implicit_prefs": "false"}, False),
+        ({"implicit_prefs": "0"}, False),
+        ({"implicit_prefs": '"true"'}, True),  # v2 framework estimators: json.dumps of a string
+    ],
+)
+def test_booleans_from_every_client(raw, expected):
+    assert parse(raw).implicit_prefs is expected
+
+
+def test_strings_numbers_and_quoting():
+    hp = parse({"algorithm": '"als"', "rank": "16", "reg_param": "0.05", "epochs": "3.0", "model_type": "GMF"})
+    assert (hp.algorithm, hp.rank, hp.reg_param, hp.epochs, hp.model_type) == ("als", 16, 0.05, 3, "gmf")
+    assert isinstance(hp.rank, int) and isinstance(hp.reg_param, float)
+
+
+def test_columns_by_name_or_index():
+    assert parse({"user_col": "CustomerID", "item_col": "StockCode"}).user_col == "CustomerID"
+    hp = parse({"user_col": "0", "item_col": "1", "rating_col": 2})
+    assert (hp.user_col, hp.item_col, hp.rating_col) == (0, 1, 2)
+
+
+def test_platform_keys_are_ignored():
+    hp = parse({"sagemaker_program": "x.py", "sagemaker_region": '"us-east-1"', "_tuning_objective_metric": "HR"})
+    assert "sagemaker_program" not in hp
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ({"lr": "-1"}, "`lr` must be a number > 0"),
+        ({"factor_num": "0"}, "`factor_num` must be an integer ≥ 1"),
+        ({"factor_num": "abc"}, "got 'abc'"),
+        ({"epochs": "2.5"}, "`epochs` must be an integer"),
+        ({"dropout": "1"}, "`dropout` must be a number ≥ 0, < 1"),
+        ({"algorithm": "svd"}, "`algorithm` must be one of ncf, als"),
+        ({"implicit_prefs": "maybe"}, "true or false"),
+        ({"lr": "nan"}, "`lr` must be a number"),
+        ({"learning_rate": "0.1"}, "unknown hyperparameter(s) learning_rate"),
+        ({"pretrain": "true", "model_type": "mlp"}, "pretrain"),
+        ({"user_col": "user", "item_col": "user"}, "same column"),
+        ({"user_col": "user", "item_col": "1"}, "not a mix"),
+    ],
+)
+def test_bad_values_say_what_to_change(raw, fragment):
+    with pytest.raises(UserError) as err:
+        parse(raw)
+    assert fragment in str(err.value)
+
+
+def test_unknown_name_lists_valid_names_and_suggests():
+    with pytest.raises(UserError) as err:
+        parse({"factor_nums": "8"})
+    assert "did you mean factor_num" in str(err.value) and "rank" in str(err.value)
+
+
+@given(st.integers(min_value=1, max_value=4096), st.booleans())
+def test_integers_round_trip_any_encoding(value, as_json):
+    raw = json.dumps(value) if as_json else str(value)
+    assert parse({"factor_num": raw}).factor_num == value
+
+
+@given(st.floats(min_value=1e-6, max_value=10, allow_nan=False))
+def test_floats_round_trip(value):
+    assert parse({"lr": repr(value)}).lr == pytest.approx(value)
+
+
+@given(st.integers(max_value=0))
+def test_non_positive_factor_num_always_rejected(value):
+    with pytest.raises(UserError):
+        parse({"factor_num": str(value)})
+
+
+def test_readme_table_is_generated_from_the_declaration():
+    table = hpmod.markdown_table()
+    for p in PARAMS:
+        assert f"`{p.name}`" in table
+    readme = (__import__("pathlib").Path(__file__).resolve().parents[1] / "README.md")
+    if readme.exists():
+        assert table in readme.read_text(), "README hyperparameter table is stale: run `python scripts/render_readme.py`"
+
+
+def test_metric_definitions_match_the_lotteon_regexes():
+    assert [m["Regex"] for m in hpmod.METRIC_DEFINITIONS] == ["HR=(.*?);", "NDCG=(.*?);", "Loss=(.*?);"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from recsys import __version__
 from recsys.artifact import remove_partial, write_model
 from recsys.checkpoints import Checkpointer
+from recsys.cluster import LeaderBeacon, wait_for_leader
 from recsys.data.dataset import TrainingData, load_training_data
 from recsys.errors import TrainingStopped, UserError
 from recsys.evaluation import Evaluator
@@ -53,15 +54,11 @@ def data_fingerprint(data: TrainingData) -> str:
     return digest.hexdigest()[:16]
 
 
-def run(paths: SageMakerPaths, stop: StopController) -> dict:
+def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) -> dict:
     started = time.time()
     hp = parse(read_json_file(paths.hyperparameters_file, "hyperparameters.json", default={}))
-    resources = ResourceConfig.read(paths)
     log.info("recsys %s: algorithm=%s hyperparameters=%s", __version__, hp.algorithm, json.dumps(hp.to_dict()))
     log.info("resources: %s", json.dumps(resources.summary()))
-    if len(resources.hosts) > 1:
-        log.warning("%d hosts given; multi-host training is not implemented yet: every host trains the same model "
-                    "on its own data and only the leader %s writes it", len(resources.hosts), resources.leader)
 
     data = load_training_data(paths, hp)
     log.info("data: %s", json.dumps(data.report))
@@ -96,11 +93,9 @@ def run(paths: SageMakerPaths, stop: StopController) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "resources": resources.summary(),
     }
-    if resources.is_leader:
-        write_model(paths.model_dir, model, data.users, data.items, data.all.csr(), data.all.item_popularity(),
-                    hp, metrics, extra={"training": {k: report[k] for k in ("fit_seconds", "info")},
-                                        "data": data.report})
-        log.info("model written to %s", paths.model_dir)
+    write_model(paths.model_dir, model, data.users, data.items, data.all.csr(), data.all.item_popularity(),
+                hp, metrics, extra={"training": {k: report[k] for k in ("fit_seconds", "info")}, "data": data.report})
+    log.info("model written to %s", paths.model_dir)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     (paths.output_data_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
@@ -122,8 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     paths = SageMakerPaths.from_env()
     stop = StopController().install()
+    beacon: LeaderBeacon | None = None
+    writes_model = True  # only the leader touches /opt/ml/model (local mode shares it between hosts)
     try:
-        run(paths, stop)
+        resources = ResourceConfig.read(paths)
+        if len(resources.hosts) > 1:
+            # Multi-host training is a later step: the leader trains, the other hosts wait for its outcome.
+            if not resources.is_leader:
+                writes_model = False
+                wait_for_leader(resources, stop)
+                return 0
+            log.warning("%d hosts: this leader trains alone; the others wait for it", len(resources.hosts))
+            beacon = LeaderBeacon()
+        run(paths, stop, resources)
+        if beacon:
+            beacon.finish(ok=True)
         return 0
     except (UserError, TrainingStopped) as exc:
         reason, code = str(exc), exc.exit_code
@@ -135,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         reason = f"internal error ({type(exc).__name__}: {exc}); the job log has the traceback"
         code = 1
         log.exception("training failed with an internal error")
-    remove_partial(paths.model_dir)
+    if writes_model:
+        remove_partial(paths.model_dir)
     write_failure(paths, reason)
+    if beacon:
+        beacon.finish(ok=False, reason=reason)
     return code
 
 

@@ -34,8 +34,11 @@ def free_port() -> int:
 
 
 def post(port: int, body: dict) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -65,8 +68,9 @@ def main() -> int:
 
     port = free_port()
     print(f"==> serve on http://127.0.0.1:{port}", flush=True)
-    server = subprocess.Popen([str(BIN / "serve")], env={**env, "SAGEMAKER_BIND_TO_PORT": str(port),
-                                                         "MODEL_SERVER_WORKERS": "2"})
+    server = subprocess.Popen(
+        [str(BIN / "serve")], env={**env, "SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_WORKERS": "2"}
+    )
     try:
         deadline = time.time() + 60
         while True:

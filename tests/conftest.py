@@ -15,8 +15,9 @@ FIXTURE = ROOT / "opt_ml_fixture"
 ML100K = Path(os.environ.get("RECSYS_ML100K_DIR", ROOT.parent / "shared" / "data" / "ml-100k"))
 
 
-def make_opt_ml(base: Path, hyperparameters: dict | None = None, channels: dict[str, Path | list[Path]] | None = None
-                ) -> Path:
+def make_opt_ml(
+    base: Path, hyperparameters: dict | None = None, channels: dict[str, Path | list[Path]] | None = None
+) -> Path:
     """Copy opt_ml_fixture to ``base``; optionally replace hyperparameters (values stringified as SageMaker does)
     and the data channels (name → file(s) to copy)."""
     shutil.copytree(FIXTURE, base, ignore=shutil.ignore_patterns("README.md"))

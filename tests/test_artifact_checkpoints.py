@@ -74,8 +74,16 @@ def test_write_model_failure_leaves_no_manifest(tmp_path):
     from recsys.hyperparameters import parse
 
     with pytest.raises(OSError):
-        write_model(tmp_path, Broken(), IdIndex(["a"]), IdIndex(["b"]), (np.array([0, 1]), np.array([0])),
-                    np.ones(1), parse({}), {})
+        write_model(
+            tmp_path,
+            Broken(),
+            IdIndex(["a"]),
+            IdIndex(["b"]),
+            (np.array([0, 1]), np.array([0])),
+            np.ones(1),
+            parse({}),
+            {},
+        )
     assert not (tmp_path / "manifest.json").exists() and list(tmp_path.iterdir()) == []
 
 
@@ -103,9 +111,8 @@ def test_stop_controller_check_and_interruptible():
     stop.check()
     timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGTERM))
     timer.start()
-    with pytest.raises(TrainingStopped):
-        with stop.interruptible():
-            threading.Event().wait(5)  # a long blocking call, interrupted by SIGTERM
+    with pytest.raises(TrainingStopped), stop.interruptible():
+        threading.Event().wait(5)  # a long blocking call, interrupted by SIGTERM
     assert stop.requested
     with pytest.raises(TrainingStopped):
         stop.check()

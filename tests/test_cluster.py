@@ -50,8 +50,7 @@ def test_resource_config_reads_local_mode_names(tmp_path):
     cfg = tmp_path / "input/config"
     cfg.mkdir(parents=True)
     (cfg / "resourceconfig.json").write_text(
-        '{"current_host": "algo-2-x1y2z", "hosts": ["algo-2-x1y2z", "algo-1-x1y2z"], "network_interface_name": '
-        '"eth0"}'
+        '{"current_host": "algo-2-x1y2z", "hosts": ["algo-2-x1y2z", "algo-1-x1y2z"], "network_interface_name": "eth0"}'
     )
     r = ResourceConfig.read(SageMakerPaths(tmp_path))
     assert r.leader == "algo-1-x1y2z" and not r.is_leader and r.host_rank == 1

@@ -26,8 +26,13 @@ def channel(tmp_path: Path, files: dict[str, bytes | str], name: str = "train") 
 
 
 def test_normalize_id_unifies_spellings():
-    assert normalize_id(196) == normalize_id("196") == normalize_id(196.0) == normalize_id("13607.0".replace(
-        "13607", "196")) == "196"
+    assert (
+        normalize_id(196)
+        == normalize_id("196")
+        == normalize_id(196.0)
+        == normalize_id("13607.0".replace("13607", "196"))
+        == "196"
+    )
     assert normalize_id(" A12 ") == "A12" and normalize_id("0012") == "0012" and normalize_id(1.5) == "1.5"
     index = IdIndex(["196", "x"])
     assert index.get(196) == 0 and index.get("196.0") == 0 and index.get("nope") == -1
@@ -63,8 +68,14 @@ def test_online_retail_cleaning_counts_every_dropped_row(tmp_path):
 
 
 def test_movielens_u_data_and_ratings_dat_and_folder(tmp_path):
-    d = channel(tmp_path, {"u.data": "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
-                           "u.item": "1|Toy Story|...\n", "README": "readme text\n"})
+    d = channel(
+        tmp_path,
+        {
+            "u.data": "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
+            "u.item": "1|Toy Story|...\n",
+            "README": "readme text\n",
+        },
+    )
     clean = load_channel(d, "train", parse({"preset": "movielens"}))  # u.item / README ignored
     assert clean.frame.user.tolist() == ["196", "186"] and clean.has_timestamps
     d2 = channel(tmp_path / "b", {"ratings.dat": "1::1193::5::978300760\n1::661::3::978302109\n"})
@@ -154,10 +165,16 @@ def test_leave_one_out_without_timestamps_is_seeded():
 
 def test_test_channel_with_unknown_users_and_items_is_reported_and_skipped(tmp_path):
     shutil.copy(RETAIL, channel(tmp_path, {}) / "r.csv")
-    t = channel(tmp_path, {"t.csv": "InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n"
-                                    "9,85123A,1,2011-12-01 10:00:00,nobody\n"
-                                    "9,NOSUCHITEM,1,2011-12-01 10:00:00,13767.0\n"
-                                    "9,22867,1,2011-12-01 10:00:00,13767\n"}, "test")
+    t = channel(
+        tmp_path,
+        {
+            "t.csv": "InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n"
+            "9,85123A,1,2011-12-01 10:00:00,nobody\n"
+            "9,NOSUCHITEM,1,2011-12-01 10:00:00,13767.0\n"
+            "9,22867,1,2011-12-01 10:00:00,13767\n"
+        },
+        "test",
+    )
     assert t.exists()
     data = load_training_data(SageMakerPaths(tmp_path), parse({"preset": "online_retail"}))
     assert len(data.test) == 1 and data.report["split"] == "test channel"
@@ -167,8 +184,11 @@ def test_test_channel_with_unknown_users_and_items_is_reported_and_skipped(tmp_p
 
 def test_build_falls_back_to_leave_one_out_when_test_channel_is_all_unknown(tmp_path):
     shutil.copy(RETAIL, channel(tmp_path, {}) / "r.csv")
-    channel(tmp_path, {"t.csv": "InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n1,X,1,2011-01-01,nobody\n"},
-            "validation")
+    channel(
+        tmp_path,
+        {"t.csv": "InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n1,X,1,2011-01-01,nobody\n"},
+        "validation",
+    )
     data = load_training_data(SageMakerPaths(tmp_path), parse({"preset": "online_retail"}))
     assert data.report["split"].startswith("leave-one-out") and "split_note" in data.report
 

@@ -74,8 +74,9 @@ def test_full_ranking_excludes_training_items_by_hand():
 def test_perfect_and_constant_models():
     rng = np.random.default_rng(1)
     n_users, n_items = 40, 60
-    train = Interactions(rng.integers(0, n_users, 300), rng.integers(0, n_items, 300), np.ones(300), None,
-                         n_users, n_items)
+    train = Interactions(
+        rng.integers(0, n_users, 300), rng.integers(0, n_items, 300), np.ones(300), None, n_users, n_items
+    )
     test_items = rng.integers(0, n_items, n_users)
     test = Interactions(np.arange(n_users), test_items, np.ones(n_users), None, n_users, n_items)
     ev = Evaluator(train, test, top_k=10, num_negatives=20, seed=0)

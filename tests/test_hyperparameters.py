@@ -96,9 +96,11 @@ def test_readme_table_is_generated_from_the_declaration():
     table = hpmod.markdown_table()
     for p in PARAMS:
         assert f"`{p.name}`" in table
-    readme = (__import__("pathlib").Path(__file__).resolve().parents[1] / "README.md")
+    readme = __import__("pathlib").Path(__file__).resolve().parents[1] / "README.md"
     if readme.exists():
-        assert table in readme.read_text(), "README hyperparameter table is stale: run `python scripts/render_readme.py`"
+        assert table in readme.read_text(), (
+            "README hyperparameter table is stale: run `python scripts/render_readme.py`"
+        )
 
 
 def test_metric_definitions_match_the_lotteon_regexes():

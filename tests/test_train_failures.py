@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_opt_ml, train_in
 
 RETAIL = "opt_ml_fixture/input/data/train/online_retail_subset.csv"
@@ -18,8 +17,11 @@ def assert_failed(base, code, fragment):
     assert fragment in reason, reason
     assert len(reason) <= 1025 and "Traceback" not in reason
     assert not (base / "model/manifest.json").exists()
-    assert not any(p.name.startswith(".staging") for p in (base / "model").glob("*")) if (base / "model").exists() \
+    assert (
+        not any(p.name.startswith(".staging") for p in (base / "model").glob("*"))
+        if (base / "model").exists()
         else True
+    )
 
 
 @pytest.mark.parametrize(
@@ -62,8 +64,9 @@ def test_misnamed_columns(tmp_path):
 
 def test_corrupt_hyperparameters_json(opt_ml):
     (opt_ml / "input/config/hyperparameters.json").write_text("{not json")
-    from recsys.train import main
     import os
+
+    from recsys.train import main
 
     os.environ["SAGEMAKER_BASE_DIR"] = str(opt_ml)
     try:
@@ -86,9 +89,13 @@ def test_checkpoint_from_a_different_configuration_is_refused(tmp_path):
 
 def test_failure_file_and_exit_code_through_the_console_script(opt_ml):
     (opt_ml / "input/config/hyperparameters.json").write_text(json.dumps({"lr": "-1"}))
-    proc = subprocess.run([sys.executable, "-m", "recsys.train"], env={"SAGEMAKER_BASE_DIR": str(opt_ml),
-                                                                       "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys.train"],
+        env={"SAGEMAKER_BASE_DIR": str(opt_ml), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "`lr` must be a number > 0" in (opt_ml / "output/failure").read_text()
     assert "`lr` must be a number > 0" in proc.stderr  # the log says it too

@@ -81,8 +81,9 @@ class LeaderBeacon:
         self._server.close()
 
 
-def wait_for_leader(resources: ResourceConfig, stop: StopController, port: int | None = None,
-                    connect_timeout: float = 600.0) -> None:
+def wait_for_leader(
+    resources: ResourceConfig, stop: StopController, port: int | None = None, connect_timeout: float = 600.0
+) -> None:
     """Run on a worker: block until the leader reports; raise UserError if it failed or never answered."""
     port = coordination_port() if port is None else port
     leader = resources.leader
@@ -96,8 +97,9 @@ def wait_for_leader(resources: ResourceConfig, stop: StopController, port: int |
             break
         except OSError as exc:
             if time.time() > deadline:
-                raise UserError(f"host {resources.current_host} could not reach the leader {leader}:{port}: "
-                                f"{exc}") from None
+                raise UserError(
+                    f"host {resources.current_host} could not reach the leader {leader}:{port}: {exc}"
+                ) from None
             time.sleep(1.0)
     conn.settimeout(1.0)
     data = b""

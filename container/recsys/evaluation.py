@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 _FULL_RANKING_CHUNK = 4_000_000
 
 
-def sample_negatives(users: np.ndarray, n_items: int, forbidden_keys: np.ndarray, count: int,
-                     rng: np.random.Generator, max_rounds: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def sample_negatives(
+    users: np.ndarray,
+    n_items: int,
+    forbidden_keys: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    max_rounds: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` random items per user that are not in ``forbidden_keys`` (sorted ``user * n_items + item``).
 
     Vectorized rejection sampling. Returns (items (n, count), valid mask): a user who has interacted with nearly
@@ -70,8 +76,15 @@ def hit_ndcg(ranks: np.ndarray, k: int) -> tuple[float, float]:
 
 
 class Evaluator:
-    def __init__(self, train: Interactions, test: Interactions, top_k: int = 10, num_negatives: int = 99,
-                 seed: int = 42, known: Interactions | None = None):
+    def __init__(
+        self,
+        train: Interactions,
+        test: Interactions,
+        top_k: int = 10,
+        num_negatives: int = 99,
+        seed: int = 42,
+        known: Interactions | None = None,
+    ):
         """``train``: what the model saw (excluded in full ranking). ``known``: every pair the users interacted
         with (default: train + test), never drawn as a sampled negative."""
         self.top_k = top_k
@@ -112,7 +125,7 @@ class Evaluator:
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
             top_scores = np.take_along_axis(scores, top, axis=1)
             top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
-            for row, user in enumerate(users):
+            for row in range(len(users)):
                 i = start + row
                 relevant = t_items[bounds[i] : bounds[i + 1]]
                 hits = np.isin(top[row], relevant)

@@ -94,14 +94,14 @@ PARAMS: tuple[Param, ...] = (
     Param("lr", float, 0.001, "Learning rate.", NCF, low=0, low_exclusive=True, high=10),
     Param("batch_size", int, 256, "Samples (positives + negatives) per optimizer step.", NCF, low=1, high=1 << 24),
     Param("dropout", float, 0.0, "Dropout between MLP layers.", NCF, low=0, high=1, high_exclusive=True),
-    Param("factor_num", int, 8, "Predictive factors: GMF embedding size and MLP last-layer width.", NCF, low=1,
-          high=4096),
+    Param(
+        "factor_num", int, 8, "Predictive factors: GMF embedding size and MLP last-layer width.", NCF, low=1, high=4096
+    ),
     Param("num_layers", int, 3, "MLP layers (tower halves each layer, ending at factor_num).", NCF, low=1, high=8),
     Param("num_negatives", int, 4, "Negative items sampled per positive each epoch.", NCF, low=1, high=1000),
     Param("weight_decay", float, 0.0, "L2 penalty (optimizer weight decay).", NCF, low=0),
     Param("optimizer", str, "adam", "Optimizer.", NCF, choices=("adam", "adamw", "sgd", "adagrad")),
-    Param("early_stopping_patience", int, 3, "Stop after this many epochs without a better HR; 0 = never.", NCF,
-          low=0),
+    Param("early_stopping_patience", int, 3, "Stop after this many epochs without a better HR; 0 = never.", NCF, low=0),
     Param(
         "pretrain",
         bool,
@@ -115,11 +115,18 @@ PARAMS: tuple[Param, ...] = (
     Param("max_iter", int, 10, "ALS iterations.", ALS, low=1, high=1000),
     Param("reg_param", float, 0.1, "ALS regularization.", ALS, low=0),
     Param("alpha", float, 1.0, "Implicit-feedback confidence scale (c = 1 + alpha * weight).", ALS, low=0),
-    Param("implicit_prefs", bool, True, "Treat weights as implicit confidence (true) or explicit ratings (false).",
-          ALS),
+    Param(
+        "implicit_prefs", bool, True, "Treat weights as implicit confidence (true) or explicit ratings (false).", ALS
+    ),
     Param("nonnegative", bool, False, "Constrain ALS factors to be non-negative.", ALS),
-    Param("checkpoint_interval", int, 10, "Spark lineage checkpoint every N iterations (needs a checkpoint dir).",
-          ALS, low=1),
+    Param(
+        "checkpoint_interval",
+        int,
+        10,
+        "Spark lineage checkpoint every N iterations (needs a checkpoint dir).",
+        ALS,
+        low=1,
+    ),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
@@ -196,7 +203,7 @@ def _coerce(param: Param, raw: Any) -> Any:
             return None
         raise _bad(param, raw, f"a {param.kind.__name__} (e.g. {param.default!r})")
     if param.column:
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise _bad(param, raw, "a column name or a 0-based column index")
         if isinstance(value, int):
             if value < 0:
@@ -267,11 +274,10 @@ def parse(raw: Mapping[str, Any] | None) -> Hyperparameters:
         raise UserError("hyperparameters.json must hold a JSON object of name → value")
     unknown = sorted(k for k in raw if k not in BY_NAME and not is_platform_key(k))
     if unknown:
-        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, BY_NAME, n=1)) else u
-                 for u in unknown]
-        raise UserError(
-            f"unknown hyperparameter(s) {', '.join(hints)}; valid names are: {', '.join(sorted(BY_NAME))}"
-        )
+        hints = [
+            f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, BY_NAME, n=1)) else u for u in unknown
+        ]
+        raise UserError(f"unknown hyperparameter(s) {', '.join(hints)}; valid names are: {', '.join(sorted(BY_NAME))}")
     values: dict[str, Any] = {}
     for param in PARAMS:
         if param.name in raw:
@@ -313,4 +319,3 @@ def markdown_table() -> str:
         default = "—" if p.default is None else json.dumps(p.default)
         rows.append(f"| `{p.name}` | {algos} | {kind} | `{default}` | {p.range_text()} | {p.help} |")
     return "\n".join(rows)
-

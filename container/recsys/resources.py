@@ -56,7 +56,12 @@ class ResourceConfig:
             "hosts": self.hosts,
             "network_interface": self.network_interface,
             "instance_type": self.instance_type,
-            "channels": {name: {k: v for k, v in (cfg or {}).items() if k in ("ContentType", "TrainingInputMode",
-                                                                            "S3DistributionType")}
-                         for name, cfg in self.input_data_config.items()},
+            "channels": {
+                name: {
+                    k: v
+                    for k, v in (cfg or {}).items()
+                    if k in ("ContentType", "TrainingInputMode", "S3DistributionType")
+                }
+                for name, cfg in self.input_data_config.items()
+            },
         }

@@ -13,7 +13,6 @@ import logging
 import resource
 import sys
 import time
-from pathlib import Path
 
 from recsys import __version__
 from recsys.artifact import remove_partial, write_model
@@ -22,7 +21,7 @@ from recsys.cluster import LeaderBeacon, wait_for_leader
 from recsys.data.dataset import TrainingData, load_training_data
 from recsys.errors import TrainingStopped, UserError
 from recsys.evaluation import Evaluator
-from recsys.hyperparameters import Hyperparameters, parse
+from recsys.hyperparameters import parse
 from recsys.lifecycle import StopController
 from recsys.logs import configure_logging
 from recsys.models import recommender_class
@@ -72,8 +71,9 @@ def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) 
         checkpoints.latest()  # a checkpoint from another configuration is refused now, before any training
 
     model = recommender_class(hp.algorithm)(hp, len(data.users), len(data.items))
-    ctx = FitContext(evaluator=evaluator, stop=stop, resources=resources, checkpoints=checkpoints,
-                     report_metrics=report_metrics)
+    ctx = FitContext(
+        evaluator=evaluator, stop=stop, resources=resources, checkpoints=checkpoints, report_metrics=report_metrics
+    )
     fit_started = time.time()
     result = model.fit(data, ctx)
     fit_seconds = time.time() - fit_started
@@ -93,8 +93,17 @@ def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) 
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "resources": resources.summary(),
     }
-    write_model(paths.model_dir, model, data.users, data.items, data.all.csr(), data.all.item_popularity(),
-                hp, metrics, extra={"training": {k: report[k] for k in ("fit_seconds", "info")}, "data": data.report})
+    write_model(
+        paths.model_dir,
+        model,
+        data.users,
+        data.items,
+        data.all.csr(),
+        data.all.item_popularity(),
+        hp,
+        metrics,
+        extra={"training": {k: report[k] for k in ("fit_seconds", "info")}, "data": data.report},
+    )
     log.info("model written to %s", paths.model_dir)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     (paths.output_data_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -57,14 +57,22 @@ def _index(frame: pd.DataFrame) -> tuple[IdIndex, IdIndex, np.ndarray, np.ndarra
     return IdIndex(np.asarray(user_ids, dtype=str)), IdIndex(np.asarray(item_ids, dtype=str)), user_codes, item_codes
 
 
-def _interactions(frame: pd.DataFrame, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
-                  has_ts: bool) -> Interactions:
-    return Interactions(users, items, frame["weight"].to_numpy(np.float32),
-                        frame["timestamp"].to_numpy(np.float64) if has_ts else None, n_users, n_items)
+def _interactions(
+    frame: pd.DataFrame, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, has_ts: bool
+) -> Interactions:
+    return Interactions(
+        users,
+        items,
+        frame["weight"].to_numpy(np.float32),
+        frame["timestamp"].to_numpy(np.float64) if has_ts else None,
+        n_users,
+        n_items,
+    )
 
 
-def build(train: CleanFrame, evaluation: CleanFrame | None, hp: Hyperparameters,
-          eval_name: str | None = None) -> TrainingData:
+def build(
+    train: CleanFrame, evaluation: CleanFrame | None, hp: Hyperparameters, eval_name: str | None = None
+) -> TrainingData:
     users, items, user_codes, item_codes = _index(train.frame)
     everything = _interactions(train.frame, user_codes, item_codes, len(users), len(items), train.has_timestamps)
     report: dict = {"train": train.report(), "n_users": len(users), "n_items": len(items)}
@@ -78,21 +86,30 @@ def build(train: CleanFrame, evaluation: CleanFrame | None, hp: Hyperparameters,
         known = ~(unknown_user | unknown_item)
         report[eval_name] = {**evaluation.report(), "rows_skipped": {k: v for k, v in skipped.items() if v}}
         if any(skipped.values()):
-            log.warning("%s channel: skipped %d row(s) with a user never seen in training and %d with an unknown "
-                        "item", eval_name, skipped["unknown user"], skipped["unknown item"])
+            log.warning(
+                "%s channel: skipped %d row(s) with a user never seen in training and %d with an unknown item",
+                eval_name,
+                skipped["unknown user"],
+                skipped["unknown item"],
+            )
         if known.any():
             frame = evaluation.frame[known]
-            test = _interactions(frame, test_users[known], test_items[known], len(users), len(items),
-                                 evaluation.has_timestamps)
+            test = _interactions(
+                frame, test_users[known], test_items[known], len(users), len(items), evaluation.has_timestamps
+            )
             report["split"] = f"{eval_name} channel"
         else:
-            log.warning("%s channel has no usable rows (all users/items unknown); holding out from train instead",
-                        eval_name)
+            log.warning(
+                "%s channel has no usable rows (all users/items unknown); holding out from train instead", eval_name
+            )
             report["split_note"] = f"{eval_name} channel had no rows with known users and items"
     if test is None:
         train_part, test = leave_one_out(everything, hp.seed)
-        report["split"] = "leave-one-out by timestamp" if everything.timestamps is not None else \
-            "leave-one-out, random item (no timestamps)"
+        report["split"] = (
+            "leave-one-out by timestamp"
+            if everything.timestamps is not None
+            else "leave-one-out, random item (no timestamps)"
+        )
     else:
         train_part = everything
     if len(test) == 0:

@@ -29,14 +29,31 @@ log = logging.getLogger(__name__)
 # Well-known column names (lower-case) recognised when *_col is not set.
 KNOWN = {
     "user": ("user", "user_id", "userid", "customer_id", "customerid", "customer", "visitor_id", "member_id", "uid"),
-    "item": ("item", "item_id", "itemid", "product_id", "productid", "product", "movie_id", "movieid", "stockcode",
-             "sku", "iid", "article_id"),
+    "item": (
+        "item",
+        "item_id",
+        "itemid",
+        "product_id",
+        "productid",
+        "product",
+        "movie_id",
+        "movieid",
+        "stockcode",
+        "sku",
+        "iid",
+        "article_id",
+    ),
     "rating": ("rating", "weight", "score", "quantity", "count", "value", "confidence", "clicks", "plays"),
     "timestamp": ("timestamp", "time", "ts", "date", "datetime", "event_time", "invoicedate", "created_at"),
 }
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
-RETAIL = {"user": "CustomerID", "item": "StockCode", "rating": "Quantity", "timestamp": "InvoiceDate",
-          "invoice": "InvoiceNo"}
+RETAIL = {
+    "user": "CustomerID",
+    "item": "StockCode",
+    "rating": "Quantity",
+    "timestamp": "InvoiceDate",
+    "invoice": "InvoiceNo",
+}
 
 
 @dataclass
@@ -81,10 +98,17 @@ def load_channel(directory: Path, channel: str, hp: Hyperparameters) -> CleanFra
 
     if hp.preset == "online_retail":
         table = read_channel(directory, channel, header=not by_index)
-        mapping = {k: columns[k] if columns[k] is not None else RETAIL[k] for k in ("user", "item", "rating",
-                                                                                      "timestamp")}
-        return _clean(table, mapping, {"user", "item", "rating"} | explicit, aggregate="sum", channel=channel,
-                      retail_invoice=RETAIL["invoice"])
+        mapping = {
+            k: columns[k] if columns[k] is not None else RETAIL[k] for k in ("user", "item", "rating", "timestamp")
+        }
+        return _clean(
+            table,
+            mapping,
+            {"user", "item", "rating"} | explicit,
+            aggregate="sum",
+            channel=channel,
+            retail_invoice=RETAIL["invoice"],
+        )
 
     table = read_channel(directory, channel, header=not by_index)
     mapping = dict(columns)
@@ -121,12 +145,14 @@ def _resolve(frame: pd.DataFrame, positional: bool, col, key: str, channel: str,
     if str(col).lower() in lowered:
         return lowered[str(col).lower()]
     shown = f"{len(frame.columns)} unnamed columns (no header)" if positional else list(frame.columns)
-    raise UserError(f"channel `{channel}`: column {col!r} (`{key}_col`) not found in {', '.join(files)}; "
-                    f"columns are {shown}")
+    raise UserError(
+        f"channel `{channel}`: column {col!r} (`{key}_col`) not found in {', '.join(files)}; columns are {shown}"
+    )
 
 
-def _clean(table, mapping: dict, required: set, aggregate: str, channel: str,
-           retail_invoice: str | None = None) -> CleanFrame:
+def _clean(
+    table, mapping: dict, required: set, aggregate: str, channel: str, retail_invoice: str | None = None
+) -> CleanFrame:
     frame = table.frame
     files = table.files
     dropped: Counter = Counter()
@@ -176,8 +202,13 @@ def _clean(table, mapping: dict, required: set, aggregate: str, channel: str,
         stamps = _parse_timestamps(frame[resolved["timestamp"]])
         drop(~np.isfinite(stamps), "missing or unparseable timestamp")
 
-    out = pd.DataFrame({"user": users[keep].to_numpy(dtype=object), "item": items[keep].to_numpy(dtype=object),
-                        "weight": weights[keep]})
+    out = pd.DataFrame(
+        {
+            "user": users[keep].to_numpy(dtype=object),
+            "item": items[keep].to_numpy(dtype=object),
+            "weight": weights[keep],
+        }
+    )
     if has_ts:
         out["timestamp"] = stamps[keep]
     before = len(out)
@@ -186,8 +217,9 @@ def _clean(table, mapping: dict, required: set, aggregate: str, channel: str,
     for reason, count in sorted(dropped.items()):
         log.warning("channel %s: dropped %d row(s): %s", channel, count, reason)
     if out.empty:
-        raise UserError(f"channel `{channel}`: no usable rows in {', '.join(files)} "
-                        f"(read {rows_read}, dropped {dict(dropped)})")
+        raise UserError(
+            f"channel `{channel}`: no usable rows in {', '.join(files)} (read {rows_read}, dropped {dict(dropped)})"
+        )
     return CleanFrame(out.reset_index(drop=True), has_ts, rows_read, dropped, before - len(out), files)
 
 

@@ -7,9 +7,10 @@ the artifact (``recsys.artifact``) and the ranking code (``recsys.ranking``), sh
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -78,6 +79,7 @@ class Recommender(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path, hp: Hyperparameters, n_users: int, n_items: int, device: str | None = None
-             ) -> Recommender:
+    def load(
+        cls, directory: Path, hp: Hyperparameters, n_users: int, n_items: int, device: str | None = None
+    ) -> Recommender:
         """Rebuild a fitted recommender from ``save``'s files, without a JVM."""

@@ -1,0 +1,275 @@
+"""Matrix factorization by alternating least squares, trained with Spark ML (``pyspark.ml.recommendation.ALS``).
+
+Training: the (user, item, weight) index arrays become a Spark DataFrame through Arrow (no row-by-row conversion);
+Spark fits ALS in implicit-feedback mode (Hu, Koren & Volinsky 2008: preference 1 for every observed pair,
+confidence ``1 + alpha * r``) or explicit mode (``r`` is a rating to reconstruct); the user and item factors are then
+exported to numpy float32 arrays ordered by index, and the Spark session and its JVM are stopped.
+
+Confidence mapping (implicit mode): ``r = log1p(weight)``. Summed retail quantities are heavy-tailed (1 … thousands);
+``log1p`` keeps a bulk buyer's line from drowning everything else, and on MovieLens ratings (1 … 5) it gives
+``r`` in 0.69 … 1.79, a mild preference for liked films. ``benchmarks/als_movielens.py --sweep`` compares it with
+binary (``r = 1``) and raw weights; see benchmarks/README.md. Explicit mode uses the weights as given.
+
+Everything after the fit — scoring, item vectors, save, load — is numpy: serving never starts a JVM, and importing
+this module does not import pyspark (pyspark is imported inside the functions ``fit`` uses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recsys.errors import TrainingStopped
+from recsys.models.base import FitContext, FitResult, Recommender
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from recsys.data.dataset import TrainingData
+    from recsys.data.interactions import Interactions
+    from recsys.hyperparameters import Hyperparameters
+
+log = logging.getLogger(__name__)
+
+FACTORS_FILE = "als_factors.npz"
+CONFIDENCE = "log1p"  # how implicit weights become Spark's rating r (confidence 1 + alpha * r); see module doc
+CONFIDENCE_MAPPINGS = ("log1p", "binary", "raw")
+# FitContext.extra key: an already running SparkSession to train in (benchmarks, tests). A session already active
+# in the process (a notebook's) is used the same way. Such a session is left running; otherwise fit starts its own
+# session and stops it (and its JVM) before returning.
+SPARK_SESSION_KEY = "spark_session"
+
+
+def confidence_ratings(weights: np.ndarray, implicit: bool, mapping: str = CONFIDENCE) -> np.ndarray:
+    """The ``rating`` column Spark gets: implicit weights mapped per ``mapping``; explicit ratings unchanged."""
+    weights = np.asarray(weights, dtype=np.float32)
+    if not implicit or mapping == "raw":
+        return weights
+    if mapping == "log1p":
+        return np.log1p(np.maximum(weights, 0.0)).astype(np.float32)
+    if mapping == "binary":
+        return np.ones_like(weights)
+    raise ValueError(f"unknown confidence mapping {mapping!r}; choose one of {', '.join(CONFIDENCE_MAPPINGS)}")
+
+
+def _factors_to_numpy(frame: Any, count: int, rank: int) -> np.ndarray:
+    """Spark's (id, features) factor DataFrame → (count, rank) float32, row i = index i; absent ids stay zero."""
+    table = frame.select("id", "features").toArrow()
+    out = np.zeros((count, rank), dtype=np.float32)
+    if table.num_rows:
+        ids = table.column("id").to_numpy().astype(np.int64)
+        features = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        out[ids] = features.reshape(len(ids), rank)
+    return out
+
+
+def train_factors(
+    spark: SparkSession,
+    train: Interactions,
+    hp: Hyperparameters,
+    mapping: str = CONFIDENCE,
+    timings: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit Spark ALS on ``train`` (dense indices) → (user factors (n_users, rank), item factors (n_items, rank))."""
+    import pandas as pd
+    from pyspark.ml.recommendation import ALS
+
+    timings = {} if timings is None else timings
+    started = time.perf_counter()
+    if train.n_users >= 2**31 or train.n_items >= 2**31:
+        raise ValueError("Spark ALS needs user and item indices below 2^31")
+    frame = pd.DataFrame(
+        {
+            "user": train.users.astype(np.int32),
+            "item": train.items.astype(np.int32),
+            "rating": confidence_ratings(train.weights, hp.implicit_prefs, mapping),
+        }
+    )
+    ratings = spark.createDataFrame(frame)  # Arrow: columnar batches, not rows
+    del frame
+    # ALS blocks = the session's parallelism (cores in local mode): more blocks only add shuffle overhead here.
+    blocks = max(2, spark.sparkContext.defaultParallelism)
+    timings["dataframe_seconds"] = round(time.perf_counter() - started, 3)
+
+    jsc = spark.sparkContext._jsc
+    cached_before = set(jsc.getPersistentRDDs().keys())
+    try:
+        started = time.perf_counter()
+        als = ALS(
+            rank=hp.rank,
+            maxIter=hp.max_iter,
+            regParam=hp.reg_param,
+            alpha=hp.alpha,
+            implicitPrefs=hp.implicit_prefs,
+            nonnegative=hp.nonnegative,
+            checkpointInterval=hp.checkpoint_interval,
+            seed=hp.seed,
+            userCol="user",
+            itemCol="item",
+            ratingCol="rating",
+            numUserBlocks=blocks,
+            numItemBlocks=blocks,
+        )
+        model = als.fit(ratings)
+        timings["fit_seconds"] = round(time.perf_counter() - started, 3)
+
+        started = time.perf_counter()
+        users = _factors_to_numpy(model.userFactors, train.n_users, hp.rank)
+        items = _factors_to_numpy(model.itemFactors, train.n_items, hp.rank)
+        timings["export_seconds"] = round(time.perf_counter() - started, 3)
+    finally:
+        # ALS leaves its factor RDDs cached; a session that outlives the fit (notebook, benchmark) gets them back.
+        # Skipped after an interrupted fit: the session is being torn down then anyway.
+        if "fit_seconds" in timings:
+            for rdd_id, rdd in jsc.getPersistentRDDs().items():
+                if rdd_id not in cached_before:
+                    rdd.unpersist(False)
+    return users, items
+
+
+class ALSRecommender(Recommender):
+    algorithm = "als"
+
+    def __init__(
+        self,
+        hp: Hyperparameters,
+        n_users: int,
+        n_items: int,
+        user_factors: np.ndarray | None = None,
+        item_factors: np.ndarray | None = None,
+    ):
+        super().__init__(hp, n_users, n_items)
+        self.user_factors = user_factors
+        self.item_factors = item_factors
+        if user_factors is not None and item_factors is not None:
+            self._set_factors(user_factors, item_factors)
+
+    def _set_factors(self, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
+        user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
+        item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+        if user_factors.ndim != 2 or item_factors.ndim != 2 or user_factors.shape[1] != item_factors.shape[1]:
+            raise ValueError(f"ALS factors of shapes {user_factors.shape} and {item_factors.shape} do not fit together")
+        if len(user_factors) != self.n_users or len(item_factors) != self.n_items:
+            raise ValueError(
+                f"ALS factors for {len(user_factors)} users × {len(item_factors)} items, expected "
+                f"{self.n_users} × {self.n_items}"
+            )
+        self.user_factors, self.item_factors = user_factors, item_factors
+
+    # -- training
+    def fit(self, data: TrainingData, ctx: FitContext) -> FitResult:
+        info: dict[str, Any] = {
+            "confidence": CONFIDENCE if self.hp.implicit_prefs else "explicit ratings",
+            "implicit_prefs": self.hp.implicit_prefs,
+            "resumed_from_checkpoint": False,
+        }
+        resumed = ctx.checkpoints.latest() if ctx.checkpoints is not None else None
+        if resumed is not None:
+            path, meta = resumed
+            with np.load(path, allow_pickle=False) as saved:
+                self._set_factors(saved["user_factors"], saved["item_factors"])
+            info["resumed_from_checkpoint"] = True
+            log.info("ALS factors restored from checkpoint %s: no refit", path.name)
+        else:
+            self._fit_with_spark(data, ctx, info)
+            if ctx.checkpoints is not None:
+                ctx.checkpoints.save(self.hp.max_iter, self._write_npz, info={"kind": "als-factors"})
+
+        ctx.stop.check()
+        metrics = ctx.evaluator.sampled(self)
+        ctx.report_metrics(metrics)
+        history = [{"iteration": self.hp.max_iter, **metrics}]
+        return FitResult(metrics=dict(metrics), history=history, info=info)
+
+    def _fit_with_spark(self, data: TrainingData, ctx: FitContext, info: dict[str, Any]) -> None:
+        from recsys.models import spark_session as sessions
+
+        shared = ctx.extra.get(SPARK_SESSION_KEY) or sessions.active_session()
+        timings: dict[str, Any] = {}
+        started = time.perf_counter()
+        try:
+            if shared is not None:
+                info.update(master=shared.sparkContext.master, spark_session="shared (left running)")
+                try:
+                    with ctx.stop.interruptible():
+                        users, items = train_factors(shared, data.train, self.hp, timings=timings)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the session lives on: leave no job of ours running
+                        shared.sparkContext.cancelAllJobs()
+                    raise
+            else:
+                settings = sessions.settings_for(ctx.resources)
+                info.update(
+                    master=settings.master, driver_memory=settings.driver_memory, partitions=settings.partitions
+                )
+                # The session is outside `interruptible`: a SIGTERM while Spark starts is acted on as soon as it
+                # is up, and the teardown itself is never cut short by a second signal.
+                with sessions.spark_session(settings, timings) as spark:
+                    info["spark_version"] = spark.version
+                    with ctx.stop.interruptible():
+                        users, items = train_factors(spark, data.train, self.hp, timings=timings)
+        except TrainingStopped:
+            raise
+        except Exception as exc:
+            # A SIGTERM inside a py4j call surfaces wrapped in py4j's own error.
+            if ctx.stop.requested:
+                raise TrainingStopped(
+                    "stopped: the job received SIGTERM (StopTrainingJob or MaxRuntimeInSeconds)"
+                ) from exc
+            raise
+        info.update(timings)
+        info["spark_total_seconds"] = round(time.perf_counter() - started, 3)
+        self._set_factors(users, items)
+        log.info(
+            "ALS rank=%d max_iter=%d implicit=%s: Spark start %.1f s, fit %.1f s (total with Spark %.1f s)",
+            self.hp.rank,
+            self.hp.max_iter,
+            self.hp.implicit_prefs,
+            timings.get("spark_start_seconds", 0.0),
+            timings.get("fit_seconds", 0.0),
+            info["spark_total_seconds"],
+        )
+
+    # -- inference (numpy only)
+    def _require_fitted(self) -> None:
+        if self.user_factors is None or self.item_factors is None:
+            raise RuntimeError("ALSRecommender is not fitted: call fit() or load()")
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        self._require_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        u = self.user_factors[users]  # (n, d)
+        v = self.item_factors[items]  # (n, m, d)
+        return np.matmul(v, u[:, :, None])[..., 0].astype(np.float32, copy=False)
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        self._require_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        return self.user_factors[users] @ self.item_factors.T
+
+    def item_vectors(self) -> np.ndarray:
+        self._require_fitted()
+        return self.item_factors
+
+    # -- persistence
+    def _write_npz(self, target: Path) -> None:
+        with open(target, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+            np.savez(f, user_factors=self.user_factors, item_factors=self.item_factors)
+
+    def save(self, directory: Path) -> list[str]:
+        self._require_fitted()
+        self._write_npz(Path(directory) / FACTORS_FILE)
+        return [FACTORS_FILE]
+
+    @classmethod
+    def load(
+        cls, directory: Path, hp: Hyperparameters, n_users: int, n_items: int, device: str | None = None
+    ) -> ALSRecommender:
+        with np.load(Path(directory) / FACTORS_FILE, allow_pickle=False) as saved:
+            return cls(hp, n_users, n_items, saved["user_factors"], saved["item_factors"])

@@ -1,0 +1,159 @@
+"""The Flask app in-process on a hand-built model written by the real artifact writer: /ping before and after the
+model loads, a model that cannot load, HTTP-level errors, settings from the environment."""
+
+import json
+import threading
+
+import pytest
+from serving_helpers import random_model
+
+import recsys.models
+from recsys.artifact import write_model
+from recsys.hyperparameters import parse
+from recsys.serving.app import create_app
+from recsys.serving.settings import Settings
+
+
+@pytest.fixture
+def dot_registered(monkeypatch):
+    monkeypatch.setitem(recsys.models._MODULES, "dot", ("serving_helpers", "DotRecommender"))
+
+
+@pytest.fixture
+def model_dir(tmp_path, dot_registered):
+    m = random_model(n_users=30, n_items=60, dim=4)
+    write_model(
+        tmp_path / "model",
+        m.recommender,
+        m.users,
+        m.items,
+        (m.seen_indptr, m.seen_indices),
+        m.popularity,
+        parse({"algorithm": "ncf"}),
+        {},
+    )
+    return tmp_path / "model"
+
+
+@pytest.fixture
+def client(model_dir):
+    return create_app(model_dir, load=True).test_client()
+
+
+def test_ping_is_503_until_the_model_is_loaded(model_dir, monkeypatch):
+    gate = threading.Event()
+    import recsys.artifact
+
+    real_load = recsys.artifact.load_model
+
+    def slow_load(*args, **kwargs):
+        gate.wait(10)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(recsys.artifact, "load_model", slow_load)
+    app = create_app(model_dir)
+    client = app.test_client()
+    state = app.extensions["recsys"]
+    state.start()
+    response = client.get("/ping")
+    assert response.status_code == 503 and "loading" in response.json["error"]
+    assert client.post("/invocations", json={"users": ["100"]}).status_code == 503
+    gate.set()
+    assert state.wait(10)
+    assert client.get("/ping").status_code == 200
+    assert client.post("/invocations", json={"users": ["100"]}).status_code == 200
+
+
+def test_a_model_that_cannot_load_keeps_ping_503_with_the_reason(tmp_path):
+    errors = []
+    app = create_app(tmp_path / "empty")
+    app.extensions["recsys"].start(on_error=errors.append)
+    assert not app.extensions["recsys"].wait(10)
+    response = app.test_client().get("/ping")
+    assert response.status_code == 503 and "no model in" in response.json["error"]
+    assert errors and "no model in" in errors[0]
+
+
+def test_model_tarball_layout_is_served(model_dir, tmp_path):
+    import tarfile
+
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    with tarfile.open(mounted / "model.tar.gz", "w:gz") as tar:
+        for f in model_dir.iterdir():
+            tar.add(f, arcname=f.name)
+    (mounted / "output.tar.gz").write_bytes(b"ignored")
+    client = create_app(mounted, load=True).test_client()
+    assert client.get("/ping").status_code == 200
+    assert client.post("/invocations", json={"users": ["100"]}).status_code == 200
+
+
+def test_http_errors_are_json_and_the_server_keeps_serving(client):
+    for response, status in [
+        (client.get("/nope"), 404),
+        (client.get("/invocations"), 405),
+        (client.post("/invocations", data=b"{", content_type="application/json"), 400),
+        (client.post("/invocations", data=b"x", content_type="image/png"), 415),
+        (client.post("/invocations", json={"users": ["100"]}, headers={"Accept": "image/png"}), 406),
+        (client.post("/invocations", data=b"x" * (7 * 1024 * 1024), content_type="application/json"), 413),
+    ]:
+        assert response.status_code == status and response.mimetype == "application/json"
+        assert "error" in response.json and "Traceback" not in response.get_data(as_text=True)
+    assert client.post("/invocations", json={"users": ["100"]}).status_code == 200
+
+
+def test_chunked_body_goes_through_flask(client):
+    import io
+
+    response = client.post(
+        "/invocations",
+        input_stream=io.BytesIO(b'{"users": ["100"]}'),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+    )
+    assert response.status_code == 200 and response.json["predictions"][0]["user"] == "100"
+
+
+def test_execution_parameters(client):
+    response = client.get("/execution-parameters")
+    assert response.status_code == 200
+    body = response.json
+    assert body["BatchStrategy"] == "MultiRecord" and body["MaxPayloadInMB"] == 6
+    assert body["MaxConcurrentTransforms"] >= 1
+
+
+@pytest.mark.parametrize("value", ["true", "True", "1"])
+def test_batch_settings(monkeypatch, value):
+    monkeypatch.setenv("SAGEMAKER_BATCH", value)
+    monkeypatch.setenv("MODEL_SERVER_WORKERS", "3")
+    settings = Settings.from_env()
+    assert settings.batch and settings.body_limit_mb == 100 and settings.workers == 3
+    assert settings.execution_parameters() == {
+        "MaxConcurrentTransforms": 3,
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": 6,
+    }
+    monkeypatch.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "50")
+    assert Settings.from_env().execution_parameters()["MaxConcurrentTransforms"] == 2  # 2 × 50 ≤ 100
+
+
+def test_settings_env_names_and_validation(monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "5")
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_TIMEOUT", "120")
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "9090")
+    s = Settings.from_env()
+    assert (s.workers, s.timeout, s.port, s.batch, s.body_limit_mb, s.proxy_timeout) == (5, 120, 9090, False, 6, 600)
+    monkeypatch.setenv("MODEL_SERVER_WORKERS", "abc")
+    with pytest.raises(Exception, match="MODEL_SERVER_WORKERS must be an integer"):
+        Settings.from_env()
+
+
+def test_a_bug_in_a_route_is_a_generic_500(client, monkeypatch):
+    import recsys.serving.app as app_module
+
+    def boom(*args):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(app_module, "invocations", boom)
+    response = client.post("/invocations", json={"users": ["100"]})
+    assert response.status_code == 500 and "internal detail" not in json.dumps(response.json)

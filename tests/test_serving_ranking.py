@@ -1,0 +1,157 @@
+"""recsys.ranking against a hand-built dot-product model, checked against brute force."""
+
+import numpy as np
+import pytest
+from serving_helpers import random_model, small_model
+
+from recsys.ranking import Filters, Ranker
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(n_users=40, n_items=120, dim=6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ranker(model):
+    return Ranker(model)
+
+
+def brute_top_k(model, user, k, banned=()):
+    scores = model.recommender.score_all(np.array([user]))[0].astype(np.float64)
+    for item in set(banned):
+        scores[item] = -np.inf
+    order = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])]
+    return order[:k]
+
+
+def test_top_k_matches_brute_force_and_excludes_seen(model, ranker):
+    users = np.arange(model.recommender.n_users)
+    for user, ranked in zip(users, ranker.top_k(users, 7)):
+        expected = brute_top_k(model, user, 7, banned=model.seen_items(user))
+        assert ranked.items.tolist() == expected
+        assert not set(ranked.items) & set(model.seen_items(user).tolist())
+        assert np.all(np.diff(ranked.scores) <= 0) and not ranked.cold_start
+
+
+def test_exclude_seen_false_can_return_seen_items(model, ranker):
+    user = int(np.argmax(np.diff(model.seen_indptr)))
+    (ranked,) = ranker.top_k(np.array([user]), model.recommender.n_items, Filters(exclude_seen=False))
+    assert len(ranked.items) == model.recommender.n_items
+    assert set(model.seen_items(user).tolist()) <= set(ranked.items.tolist())
+
+
+def test_blocks_give_the_same_answer(model):
+    users = np.arange(model.recommender.n_users)
+    whole = Ranker(model).top_k(users, 5)
+    tiny = Ranker(model, block_cells=model.recommender.n_items * 3).top_k(users, 5)  # 3 users per block
+    for a, b in zip(whole, tiny):
+        assert a.items.tolist() == b.items.tolist()
+
+
+def test_exclude_include_and_exclude_popular(model, ranker):
+    user = 5
+    top = ranker.top_k(np.array([user]), 10)[0].items
+    exclude = top[:3]
+    popular = ranker.by_popularity[:4]
+    include = np.array([popular[0], *model.seen_items(user)[:1]])
+    (ranked,) = ranker.top_k(np.array([user]), 10, Filters(exclude=exclude, exclude_popular=4, include=include))
+    banned = set(exclude.tolist()) | (set(popular.tolist()) - set(include.tolist()))
+    banned |= set(model.seen_items(user).tolist()) - set(include.tolist())
+    assert ranked.items.tolist() == brute_top_k(model, user, 10, banned)
+
+
+def test_exclude_wins_over_include(ranker):
+    (ranked,) = ranker.top_k(np.array([0]), 120, Filters(include=np.array([7]), exclude=np.array([7])))
+    assert 7 not in ranked.items
+
+
+def test_candidates_restrict_and_include_extends(model, ranker):
+    candidates = np.array([3, 9, 27, 81])
+    (ranked,) = ranker.top_k(
+        np.array([1]), 10, Filters(candidates=candidates, include=np.array([100]), exclude_seen=False)
+    )
+    assert sorted(ranked.items.tolist()) == [3, 9, 27, 81, 100]
+    scores = model.recommender.score_all(np.array([1]))[0]
+    assert ranked.items.tolist() == sorted([3, 9, 27, 81, 100], key=lambda i: -scores[i])
+    np.testing.assert_allclose(ranked.scores, scores[ranked.items], rtol=1e-5)
+
+
+def test_fewer_allowed_items_than_k(ranker):
+    (ranked,) = ranker.top_k(
+        np.array([2]), 10, Filters(candidates=np.array([1, 2]), exclude=np.array([2]), exclude_seen=False)
+    )
+    assert ranked.items.tolist() == [1]
+
+
+def test_cold_start_ranks_by_popularity_with_filters(model, ranker):
+    out = ranker.top_k(np.array([-1, 0, -1]), 5, Filters(exclude=ranker.by_popularity[:1]))
+    assert out[0].cold_start and out[2].cold_start and not out[1].cold_start
+    assert out[0].items.tolist() == ranker.by_popularity[1:6].tolist()
+    np.testing.assert_array_equal(out[0].scores, model.popularity[out[0].items])
+
+
+def test_rank_pairs(model, ranker):
+    users = np.array([0, 0, 3, -1, 2])
+    items = np.array([5, 6, 7, 8, -1])
+    scores = ranker.rank_pairs(users, items)
+    assert scores[0] == pytest.approx(model.recommender.score(np.array([0]), np.array([[5]]))[0, 0], rel=1e-5)
+    assert scores[3] == model.popularity[8]  # cold user: popularity
+    assert scores[4] == -np.inf  # unknown item
+
+
+def test_similar_items_is_cosine_and_never_the_item_itself(model, ranker):
+    v = model.recommender.item_vectors().astype(np.float64)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    out = ranker.similar(np.array([4, -1, 10]), 6, Filters(exclude=np.array([11])))
+    sims = v[4] @ v.T
+    sims[[4, 11]] = -np.inf
+    assert out[0].items.tolist() == np.argsort(-sims)[:6].tolist()
+    assert 4 not in out[0].items and 10 not in out[2].items and 11 not in out[2].items
+    assert out[1].cold_start and out[1].items.tolist() == [i for i in ranker.by_popularity if i != 11][:6]
+
+
+def test_similar_with_candidates(ranker):
+    (ranked,) = ranker.similar(np.array([4]), 3, Filters(candidates=np.array([4, 5, 6, 7])))
+    assert sorted(ranked.items.tolist()) != [] and set(ranked.items.tolist()) <= {5, 6, 7}
+
+
+def test_users_without_history_and_zero_vectors():
+    model = small_model([[1, 0], [0, 1]], [[1, 0], [0, 0], [0, 2]], seen=[[], [2]])
+    ranker = Ranker(model)
+    a, b = ranker.top_k(np.array([0, 1]), 3)
+    assert a.items.tolist()[0] == 0 and len(a.items) == 3
+    assert 2 not in b.items
+    (similar,) = ranker.similar(np.array([1]), 2)  # a zero vector: similarity 0 to everything, still answered
+    assert len(similar.items) == 2
+
+
+def test_a_thousand_users_vectorized_is_fast(ranker):
+    import time
+
+    users = np.random.default_rng(0).integers(0, 40, size=1000)
+    started = time.perf_counter()
+    out = ranker.top_k(users, 10)
+    assert len(out) == 1000 and time.perf_counter() - started < 0.5
+
+
+def test_score_cache_gives_the_same_answers(model):
+    plain, cached = Ranker(model), Ranker(model, block_cells=model.recommender.n_items * 7)
+    cached.build_score_cache()
+    assert cached.score_cache.shape == (model.recommender.n_users, model.recommender.n_items)
+    users = np.array([0, 3, -1, 7, 3])
+    for filters in (Filters(), Filters(candidates=np.array([1, 5, 9, 40]), include=np.array([2]))):
+        for a, b in zip(plain.top_k(users, 6, filters), cached.top_k(users, 6, filters)):
+            assert a.items.tolist() == b.items.tolist()
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    pairs = (np.array([0, 1, -1, 2]), np.array([3, -1, 4, 5]))
+    np.testing.assert_allclose(plain.rank_pairs(*pairs), cached.rank_pairs(*pairs), rtol=1e-5)
+
+
+def test_score_cache_policy(model):
+    from recsys.serving.predict import Predictor
+
+    assert Predictor(model, "auto").cache_reason.startswith("off: scoring is cheap")  # a dot product
+    assert Predictor(model, "on").cache_reason.startswith("on:")
+    assert Predictor(model, "on", cache_mb=0).cache_reason.startswith("off: ")  # does not fit
+    assert Predictor(model, "off").ranker.score_cache is None

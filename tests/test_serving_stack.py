@@ -1,0 +1,220 @@
+"""The real stack: `serve` as a subprocess (nginx → gunicorn → Flask) on a free port, with a model trained by the real
+`train`: /ping, /invocations, JSON errors from nginx itself (413, 404), SDK local mode's model.tar.gz layout, and
+SIGTERM → both nginx and gunicorn stop, in-flight requests finish, exit code 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+SERVE = Path(sys.executable).parent / "serve"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()), reason="nginx is not installed"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = base / f"serve-{self.port}.log"
+        environment = dict(
+            os.environ,
+            SAGEMAKER_BASE_DIR=str(base),
+            SAGEMAKER_BIND_TO_PORT=str(self.port),
+            MODEL_SERVER_WORKERS="2",
+            **env,
+        )
+        environment.pop("RECSYS_MODEL_DIR", None)
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(SERVE)], env=environment, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_healthy(self, timeout: float = 60) -> float:
+        while time.perf_counter() - self.started < timeout:
+            assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}:\n{self.log.read_text()}"
+            try:
+                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return time.perf_counter() - self.started
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"no /ping 200 within {timeout} s:\n{self.log.read_text()}")
+
+    def children(self) -> list[int]:
+        """All descendants (gunicorn master and workers, nginx master and workers)."""
+        pids, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except OSError:
+                kids = []
+            pids += kids
+            todo += kids
+        return pids
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_model_dir) -> Path:
+    return trained_model_dir("als")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("serve") / "opt_ml"
+    shutil.copytree(model_dir, base / "model")
+    srv = Server(base)
+    srv.startup_s = srv.wait_healthy()
+    yield srv
+    srv.kill()
+
+
+def known_user(model_dir: Path) -> str:
+    import numpy as np
+
+    with np.load(model_dir / "ids.npz") as ids:
+        return str(ids["users"][0])
+
+
+def test_ping_and_top_k_through_nginx(server, model_dir):
+    assert server.startup_s < 30
+    ping = requests.get(f"{server.url}/ping", timeout=2)
+    assert ping.status_code == 200
+    user = known_user(model_dir)
+    response = requests.post(f"{server.url}/invocations", json={"users": [user, "unknown"], "k": 5}, timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json")
+    a, b = response.json()["predictions"]
+    assert a["user"] == user and len(a["items"]) == 5 and b["cold_start"] is True
+    csv = requests.post(
+        f"{server.url}/invocations",
+        data=f"{user}\n",
+        headers={"Content-Type": "text/csv", "Accept": "text/csv"},
+        timeout=10,
+    )
+    assert csv.status_code == 200 and len(csv.text.split("\n")) == 10
+    params = requests.get(f"{server.url}/execution-parameters", timeout=2).json()
+    assert params == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 6}
+
+
+def test_errors_through_nginx_are_json(server):
+    too_big = requests.post(
+        f"{server.url}/invocations",
+        data=b"x" * (7 * 1024 * 1024),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert too_big.status_code == 413 and too_big.headers["Content-Type"].startswith("application/json")
+    assert "larger than 6 MB" in too_big.json()["error"]
+    missing = requests.get(f"{server.url}/metrics", timeout=2)
+    assert missing.status_code == 404 and "error" in missing.json()
+    bad = requests.post(f"{server.url}/invocations", data=b"{", headers={"Content-Type": "application/json"}, timeout=5)
+    assert bad.status_code == 400 and "error" in bad.json()
+    assert requests.get(f"{server.url}/ping", timeout=2).status_code == 200
+
+
+def test_ping_stays_fast_while_workers_are_busy(server, model_dir):
+    user = known_user(model_dir)
+    body = "\n".join(json.dumps({"users": [user], "k": 10, "exclude": [str(i)]}) for i in range(3000))
+
+    def heavy():
+        requests.post(
+            f"{server.url}/invocations", data=body, headers={"Content-Type": "application/jsonlines"}, timeout=60
+        )
+
+    concurrent = requests.get(f"{server.url}/execution-parameters", timeout=2).json()["MaxConcurrentTransforms"]
+    threads = [threading.Thread(target=heavy) for _ in range(concurrent)]  # as many as batch transform sends
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    worst = 0.0
+    for _ in range(10):
+        started = time.perf_counter()
+        assert requests.get(f"{server.url}/ping", timeout=2).status_code == 200
+        worst = max(worst, time.perf_counter() - started)
+    for t in threads:
+        t.join()
+    assert worst < 1.0
+
+
+def test_local_mode_tarball_layout_and_graceful_sigterm(model_dir, tmp_path):
+    base = tmp_path / "opt_ml"
+    (base / "model").mkdir(parents=True)
+    with tarfile.open(base / "model" / "model.tar.gz", "w:gz") as tar:
+        for f in model_dir.iterdir():
+            tar.add(f, arcname=f.name)
+    (base / "model" / "output.tar.gz").write_bytes(b"not ours")
+    srv = Server(base)
+    try:
+        srv.wait_healthy()
+        children = srv.children()
+        assert len(children) >= 4  # gunicorn master + 2 workers, nginx master + worker
+        user = known_user(model_dir)
+        body = "\n".join(json.dumps({"users": [user], "k": 10, "exclude": [str(i)]}) for i in range(6000))
+        result: dict = {}
+
+        def in_flight():
+            response = requests.post(
+                f"{srv.url}/invocations", data=body, headers={"Content-Type": "application/jsonlines"}, timeout=60
+            )
+            result["status"], result["lines"] = response.status_code, len(response.text.split("\n"))
+            result["done"] = time.perf_counter()
+
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        time.sleep(0.3)
+        stop_sent = time.perf_counter()
+        srv.proc.send_signal(signal.SIGTERM)
+        code = srv.proc.wait(20)
+        stopped = time.perf_counter() - stop_sent
+        thread.join(30)
+        assert code == 0, srv.log.read_text()
+        assert stopped < 15
+        assert result.get("status") == 200 and result["lines"] == 6000, result
+        assert result["done"] > stop_sent, "the request finished before SIGTERM; make it heavier"
+        time.sleep(0.2)
+        alive = [
+            pid
+            for pid in children
+            if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+        ]
+        assert not alive, f"left running: {alive}"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{srv.url}/ping", timeout=1)
+    finally:
+        srv.kill()
+
+
+def test_no_model_exits_non_zero_with_a_reason(tmp_path):
+    (tmp_path / "opt_ml" / "model").mkdir(parents=True)
+    srv = Server(tmp_path / "opt_ml")
+    try:
+        code = srv.proc.wait(30)
+    finally:
+        srv.kill()
+    assert code != 0 and "no model in" in srv.log.read_text()

@@ -1,0 +1,293 @@
+"""Neural Collaborative Filtering (He et al., WWW 2017) on PyTorch: GMF, MLP and NeuMF behind ``Recommender``.
+
+- Network and the fast inference path: ``recsys.models.ncf_net`` (``NCFNet``, ``FastScorer``).
+- Negative sampling, on the device and exact: ``recsys.models.ncf_sampler``.
+- Training loop, checkpoints, SIGTERM, mixed precision, DistributedDataParallel: ``recsys.models.ncf_train``.
+
+Device: ``device=auto`` takes CUDA when present (mixed precision there: bf16 autocast, or fp16 with a GradScaler on
+GPUs without bf16), else the CPU with one intra-op thread per available core. Several GPUs on one host: one process
+per GPU under DistributedDataParallel (NCCL); this process is rank 0 and does everything but training alone.
+
+Scoring (``score``/``score_all``) runs under ``torch.inference_mode`` on precomputed per-item tensors, rebuilt
+whenever a parameter's version counter changes (an optimizer step, ``load_state_dict``), so it is always current.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from recsys.models.base import FitContext, FitResult, Recommender
+from recsys.models.ncf_net import FastScorer, NCFNet
+from recsys.models.ncf_train import (
+    DistInfo,
+    Leader,
+    TrainConfig,
+    Trainer,
+    amp_dtype,
+    default_threads,
+    load_checkpoint,
+    resolve_device,
+    train_worker,
+)
+
+if TYPE_CHECKING:
+    from recsys.data.dataset import TrainingData
+    from recsys.hyperparameters import Hyperparameters
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "ncf.pt"
+FORMAT = 1
+# FitContext.extra keys: force a world size (e.g. 2 CPU processes over gloo, for tests), or the torch threads.
+WORLD_SIZE_KEY = "ncf_world_size"
+THREADS_KEY = "ncf_threads"
+
+
+class NCFRecommender(Recommender):
+    algorithm = "ncf"
+
+    def __init__(self, hp: Hyperparameters, n_users: int, n_items: int, device: str | None = None):
+        super().__init__(hp, n_users, n_items)
+        self.device = resolve_device(hp.device if device is None else device)
+        self.net = NCFNet(n_users, n_items, hp.factor_num, hp.num_layers, hp.dropout, hp.model_type).to(self.device)
+        self.net.eval()
+        self._scorer: FastScorer | None = None
+        self._scorer_key: tuple | None = None
+
+    # -- inference
+    def _fast(self) -> FastScorer:
+        key = tuple((id(p), p._version) for p in self.net.parameters())
+        if self._scorer is None or key != self._scorer_key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._scorer = FastScorer(self.net)
+            self._scorer_key = key
+        return self._scorer
+
+    def set_net(self, net: NCFNet) -> None:
+        self.net = net
+        self._scorer = None
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(self.device, non_blocking=True)
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users, items = np.asarray(users), np.asarray(items)
+        if items.ndim != 2 or len(users) != items.shape[0]:
+            raise ValueError(f"score: users (n,) and items (n, m) expected, got {users.shape} and {items.shape}")
+        if users.size == 0 or items.size == 0:
+            return np.zeros(items.shape, dtype=np.float32)
+        scorer = self._fast()
+        with torch.inference_mode():
+            out = scorer.score(self._tensor(users), self._tensor(items))
+            return out.float().cpu().numpy()
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users)
+        if users.size == 0:
+            return np.zeros((0, self.n_items), dtype=np.float32)
+        scorer = self._fast()
+        with torch.inference_mode():
+            return scorer.score_all(self._tensor(users)).float().cpu().numpy()
+
+    def forward_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The plain network forward over (n, m) pairs: the reference the fast path is tested against."""
+        users, items = np.asarray(users), np.asarray(items)
+        self.net.eval()
+        with torch.inference_mode():
+            u = self._tensor(np.broadcast_to(users[:, None], items.shape).reshape(-1))
+            out = self.net(u, self._tensor(items.reshape(-1)))
+            return out.float().cpu().numpy().reshape(items.shape)
+
+    def item_vectors(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.net.item_vectors().float().cpu().numpy().astype(np.float32, copy=False)
+
+    # -- persistence
+    def save(self, directory: Path) -> list[str]:
+        payload = {
+            "format": FORMAT,
+            "arch": self.net.arch(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+        }
+        torch.save(payload, Path(directory) / WEIGHTS_FILE)
+        return [WEIGHTS_FILE]
+
+    @classmethod
+    def load(
+        cls, directory: Path, hp: Hyperparameters, n_users: int, n_items: int, device: str | None = None
+    ) -> NCFRecommender:
+        payload = torch.load(Path(directory) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"{WEIGHTS_FILE} has format {payload.get('format')!r}; this image reads {FORMAT}")
+        arch = payload["arch"]
+        if (arch["n_users"], arch["n_items"]) != (n_users, n_items):
+            raise ValueError(
+                f"{WEIGHTS_FILE} was trained for {arch['n_users']} users × {arch['n_items']} items, "
+                f"the artifact lists {n_users} × {n_items}"
+            )
+        model = cls.__new__(cls)
+        Recommender.__init__(model, hp, n_users, n_items)
+        model.device = resolve_device("auto" if device is None else device)
+        net = NCFNet(n_users, n_items, arch["factor_num"], arch["num_layers"], arch["dropout"], arch["model_type"])
+        net.load_state_dict(payload["state_dict"])
+        model.net = net.to(model.device).eval()
+        model._scorer = model._scorer_key = None
+        return model
+
+    # -- training
+    def fit(self, data: TrainingData, ctx: FitContext) -> FitResult:
+        cfg = TrainConfig.from_hp(self.hp)
+        device = self.device
+        threads = ctx.extra.get(THREADS_KEY) or default_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(int(threads))
+            # Adam's second-moment estimates of rarely seen embedding rows decay into subnormal floats, which the
+            # CPU handles ~100× slower; flushing them to zero changes nothing measurable in the results.
+            torch.set_flush_denormal(True)
+        world_size = int(ctx.extra.get(WORLD_SIZE_KEY) or 0)
+        if not world_size:
+            world_size = torch.cuda.device_count() if device.type == "cuda" else 1
+        if world_size > 1 and device.type == "cuda" and device.index not in (None, 0):
+            world_size = 1  # a specific GPU was asked for
+        resume_path, resume = None, None
+        if ctx.checkpoints is not None:
+            found = ctx.checkpoints.latest()  # UserError for a checkpoint of another configuration
+            if found is not None:
+                resume_path, _meta = found
+                resume = load_checkpoint(resume_path)
+        train = data.train
+        leader = Leader(
+            evaluate=lambda net: self._evaluate(net, ctx),
+            report=ctx.report_metrics,
+            stop=ctx.stop,
+            checkpoints=ctx.checkpoints,
+        )
+        started = time.perf_counter()
+        if world_size > 1:
+            net, results = self._fit_distributed(cfg, train, world_size, leader, resume, resume_path, threads)
+        else:
+            trainer = Trainer(
+                cfg,
+                train.users,
+                train.items,
+                self.n_users,
+                self.n_items,
+                device,
+                leader=leader,
+                on_net=self.set_net,
+                timestamps=train.timestamps,
+            )
+            net, results = trainer.run(resume)
+        wall = time.perf_counter() - started
+        self.set_net(net.eval())
+        final = results[-1]
+        history = [row for r in results for row in r.history]
+        train_seconds = sum(r.train_seconds for r in results)
+        samples = sum(r.samples for r in results)
+        metrics: dict[str, Any] = {k: final.best[k] for k in ("HR", "NDCG", "Loss") if k in final.best}
+        metrics["best_epoch"] = final.best.get("epoch", 0)
+        info = {
+            "device": str(device) if world_size == 1 else f"{world_size} × {device.type}",
+            "world_size": world_size,
+            "mixed_precision": str(amp_dtype(device)) if amp_dtype(device) else None,
+            "threads": torch.get_num_threads(),
+            "batch_size": history[-1]["batch_size"] if history else None,
+            "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+            "train_seconds": round(train_seconds, 3),
+            "fit_wall_seconds": round(wall, 3),
+            "epochs_run": sum(r.epochs_run for r in results),
+            "stages": {r.stage: {**r.best, "epochs_run": r.epochs_run} for r in results},
+            "resumed_from": str(resume_path.name) if resume_path else None,
+        }
+        return FitResult(metrics=metrics, history=history, info=info)
+
+    def _evaluate(self, net: NCFNet, ctx: FitContext) -> dict[str, float]:
+        self.set_net(net)
+        return ctx.evaluator.sampled(self)
+
+    def _fit_distributed(self, cfg, train, world_size, leader, resume, resume_path, threads):
+        """Rank 0 here, ranks 1.. in spawned processes (no fork: CUDA and /dev/shm safe)."""
+        import torch.distributed as dist
+        import torch.multiprocessing as mp
+
+        device = self.device
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        # A file store on this host: no port to pick (a free port can be taken before the group binds it).
+        rendezvous = Path(tempfile.mkdtemp(prefix="recsys-ddp-"))
+        init_method = f"file://{rendezvous / 'store'}"
+        per_rank_threads = max(1, int(threads) // world_size) if device.type == "cpu" else None
+
+        def device_of(rank: int) -> str:
+            return f"cuda:{rank}" if device.type == "cuda" else "cpu"
+
+        context = mp.get_context("spawn")
+        workers = [
+            context.Process(
+                target=train_worker,
+                args=(
+                    rank,
+                    world_size,
+                    backend,
+                    init_method,
+                    device_of(rank),
+                    cfg,
+                    train.users,
+                    train.items,
+                    self.n_users,
+                    self.n_items,
+                    str(resume_path) if resume_path else None,
+                    per_rank_threads,
+                    train.timestamps,
+                ),
+                daemon=True,
+            )
+            for rank in range(1, world_size)
+        ]
+        for worker in workers:
+            worker.start()
+        local = torch.device(device_of(0))
+        if local.type == "cuda":
+            torch.cuda.set_device(local)
+        if per_rank_threads:
+            torch.set_num_threads(per_rank_threads)
+        self.device = local
+        dist.init_process_group(backend, init_method=init_method, rank=0, world_size=world_size)
+        try:
+            trainer = Trainer(
+                cfg,
+                train.users,
+                train.items,
+                self.n_users,
+                self.n_items,
+                local,
+                DistInfo(0, world_size, backend),
+                leader,
+                on_net=self.set_net,
+                timestamps=train.timestamps,
+            )
+            result = trainer.run(resume)
+        except BaseException:
+            for worker in workers:  # they may be blocked in a collective rank 0 will never join
+                if worker.is_alive():
+                    worker.terminate()
+            raise
+        finally:
+            dist.destroy_process_group()
+            for worker in workers:
+                worker.join(timeout=60)
+            shutil.rmtree(rendezvous, ignore_errors=True)
+        failed = [w.exitcode for w in workers if w.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"distributed training: worker processes exited with codes {failed}")
+        return result
+
+
+__all__ = ["NCFRecommender"]

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by `make test`: make `docker` answer. On a host with a Docker daemon this does nothing; on a host with only
 # the docker CLI (this workplace, CI) it provisions podman's Docker API via ../shared/tools/container-engine.sh.
 # Container tests skip themselves (with the reason) when no engine can be had.

@@ -42,11 +42,15 @@ class Param:
     def range_text(self) -> str:
         if self.choices:
             return " | ".join(self.choices)
+
+        def number(value: float) -> str:
+            return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1e4 else f"{value:g}"
+
         parts = []
         if self.low is not None:
-            parts.append(f"{'>' if self.low_exclusive else '≥'} {self.low:g}")
+            parts.append(f"{'>' if self.low_exclusive else '≥'} {number(self.low)}")
         if self.high is not None:
-            parts.append(f"{'<' if self.high_exclusive else '≤'} {self.high:g}")
+            parts.append(f"{'<' if self.high_exclusive else '≤'} {number(self.high)}")
         return ", ".join(parts)
 
 
@@ -91,17 +95,45 @@ PARAMS: tuple[Param, ...] = (
     # -- NCF (PyTorch)
     Param("model_type", str, "neumf", "NCF variant.", NCF, choices=("neumf", "gmf", "mlp")),
     Param("epochs", int, 20, "Training epochs (the best epoch by HR is kept).", NCF, low=1, high=10000),
-    Param("lr", float, 0.001, "Learning rate.", NCF, low=0, low_exclusive=True, high=10),
-    Param("batch_size", int, 256, "Samples (positives + negatives) per optimizer step.", NCF, low=1, high=1 << 24),
+    Param("lr", float, 0.005, "Learning rate.", NCF, low=0, low_exclusive=True, high=10),
+    Param(
+        "batch_size",
+        int,
+        4096,
+        "Samples (positives + negatives) per optimizer step. Left at its default, small data sets get smaller batches "
+        "(at least 64 steps per epoch, never below 256).",
+        NCF,
+        low=1,
+        high=1 << 24,
+    ),
     Param("dropout", float, 0.0, "Dropout between MLP layers.", NCF, low=0, high=1, high_exclusive=True),
     Param(
-        "factor_num", int, 8, "Predictive factors: GMF embedding size and MLP last-layer width.", NCF, low=1, high=4096
+        "factor_num", int, 32, "Predictive factors: GMF embedding size and MLP last-layer width.", NCF, low=1, high=4096
     ),
-    Param("num_layers", int, 3, "MLP layers (tower halves each layer, ending at factor_num).", NCF, low=1, high=8),
+    Param("num_layers", int, 1, "MLP layers (tower halves each layer, ending at factor_num).", NCF, low=1, high=8),
     Param("num_negatives", int, 4, "Negative items sampled per positive each epoch.", NCF, low=1, high=1000),
-    Param("weight_decay", float, 0.0, "L2 penalty (optimizer weight decay).", NCF, low=0),
+    Param(
+        "recency_weight",
+        float,
+        10.0,
+        "Extra loss weight of a user's recent interactions: 1 + recency_weight * f^recency_power, f = place in the "
+        "user's history by time (0 oldest, 1 newest). 0 = plain NCF; ignored without timestamps.",
+        NCF,
+        low=0,
+    ),
+    Param(
+        "recency_power",
+        float,
+        8.0,
+        "Shape of the recency weight: higher = only the very latest count.",
+        NCF,
+        low=0,
+        low_exclusive=True,
+        high=1000,
+    ),
+    Param("weight_decay", float, 1e-5, "L2 penalty (optimizer weight decay).", NCF, low=0),
     Param("optimizer", str, "adam", "Optimizer.", NCF, choices=("adam", "adamw", "sgd", "adagrad")),
-    Param("early_stopping_patience", int, 3, "Stop after this many epochs without a better HR; 0 = never.", NCF, low=0),
+    Param("early_stopping_patience", int, 5, "Stop after this many epochs without a better HR; 0 = never.", NCF, low=0),
     Param(
         "pretrain",
         bool,
@@ -111,10 +143,10 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("device", str, "auto", "`auto` = CUDA when present, else CPU.", NCF, choices=("auto", "cpu", "cuda")),
     # -- ALS (Spark)
-    Param("rank", int, 10, "ALS latent factors.", ALS, low=1, high=4096),
+    Param("rank", int, 24, "ALS latent factors.", ALS, low=1, high=4096),
     Param("max_iter", int, 10, "ALS iterations.", ALS, low=1, high=1000),
-    Param("reg_param", float, 0.1, "ALS regularization.", ALS, low=0),
-    Param("alpha", float, 1.0, "Implicit-feedback confidence scale (c = 1 + alpha * weight).", ALS, low=0),
+    Param("reg_param", float, 0.05, "ALS regularization.", ALS, low=0),
+    Param("alpha", float, 1.0, "Implicit-feedback confidence scale: c = 1 + alpha * log1p(weight).", ALS, low=0),
     Param(
         "implicit_prefs", bool, True, "Treat weights as implicit confidence (true) or explicit ratings (false).", ALS
     ),
@@ -317,5 +349,6 @@ def markdown_table() -> str:
         kind = "column" if p.column else p.kind.__name__
         algos = "both" if p.algorithms == BOTH else p.algorithms[0]
         default = "—" if p.default is None else json.dumps(p.default)
-        rows.append(f"| `{p.name}` | {algos} | {kind} | `{default}` | {p.range_text()} | {p.help} |")
+        allowed, meaning = (text.replace("|", "\\|") for text in (p.range_text(), p.help))
+        rows.append(f"| `{p.name}` | {algos} | {kind} | `{default}` | {allowed} | {meaning} |")
     return "\n".join(rows)

@@ -26,39 +26,15 @@ import time
 from itertools import product
 from pathlib import Path
 
-from recsys.data.dataset import load_training_data
-from recsys.evaluation import Evaluator
+from common import ML100K, RETAIL, load, opt_ml_with
+
 from recsys.hyperparameters import parse
 from recsys.lifecycle import StopController
 from recsys.models.als import ALSRecommender, train_factors
 from recsys.models.base import FitContext
-from recsys.paths import SageMakerPaths
 from recsys.resources import ResourceConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-ML100K = Path(os.environ.get("RECSYS_ML100K_DIR", SHARED / "ml-100k"))
-RETAIL = Path(os.environ.get("RECSYS_RETAIL_CSV", SHARED / "online-retail" / "online_retail_sample.csv"))
 TARGET_HR = 0.65
-
-
-def opt_ml_with(base: Path, data_file: Path, hyperparameters: dict) -> Path:
-    train = base / "input" / "data" / "train"
-    train.mkdir(parents=True)
-    (train / data_file.name).symlink_to(data_file.resolve())
-    config = base / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
-    return base
-
-
-def load(data_file: Path, hyperparameters: dict):
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = SageMakerPaths(opt_ml_with(Path(tmp) / "opt_ml", data_file, hyperparameters))
-        hp = parse(hyperparameters)
-        data = load_training_data(paths, hp)
-    evaluator = Evaluator(data.train, data.test, hp.top_k, hp.num_eval_negatives, hp.seed, known=data.all)
-    return hp, data, evaluator
 
 
 def popularity_baseline(data_file: Path, hyperparameters: dict, label: str) -> dict:

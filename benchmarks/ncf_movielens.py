@@ -31,21 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "container"))
+from common import ML100K, RETAIL, ROOT, load, opt_ml_with, peak_rss_mb
 
-from recsys.data.dataset import load_training_data  # noqa: E402
-from recsys.evaluation import Evaluator  # noqa: E402
-from recsys.hyperparameters import parse  # noqa: E402
-from recsys.lifecycle import StopController  # noqa: E402
-from recsys.models.base import FitContext  # noqa: E402
-from recsys.models.ncf import THREADS_KEY, NCFRecommender  # noqa: E402
-from recsys.paths import SageMakerPaths  # noqa: E402
-from recsys.resources import ResourceConfig  # noqa: E402
+from recsys.hyperparameters import parse
+from recsys.lifecycle import StopController
+from recsys.models.base import FitContext
+from recsys.models.ncf import THREADS_KEY, NCFRecommender
+from recsys.resources import ResourceConfig
 
-SHARED = ROOT.parent / "shared" / "data"
-ML100K = Path(os.environ.get("RECSYS_ML100K_DIR", SHARED / "ml-100k"))
-RETAIL = Path(os.environ.get("RECSYS_RETAIL_CSV", SHARED / "online-retail" / "online_retail_sample.csv"))
 TARGET_HR, TARGET_NDCG, TARGET_SECONDS = 0.68, 0.40, 15.0
 NCF_KEYS = (
     "model_type",
@@ -63,28 +56,6 @@ NCF_KEYS = (
     "seed",
     "device",
 )
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def opt_ml_with(base: Path, data_file: Path, hyperparameters: dict) -> Path:
-    train = base / "input" / "data" / "train"
-    train.mkdir(parents=True)
-    (train / data_file.name).symlink_to(data_file.resolve())
-    config = base / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
-    return base
-
-
-def load(data_file: Path, hyperparameters: dict):
-    with tempfile.TemporaryDirectory() as tmp:
-        hp = parse(hyperparameters)
-        data = load_training_data(SageMakerPaths(opt_ml_with(Path(tmp) / "opt_ml", data_file, hyperparameters)), hp)
-    evaluator = Evaluator(data.train, data.test, hp.top_k, hp.num_eval_negatives, hp.seed, known=data.all)
-    return hp, data, evaluator
 
 
 def parse_set(values: list[str]) -> dict:

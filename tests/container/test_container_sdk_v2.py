@@ -243,3 +243,32 @@ def test_failing_job_raises_and_keeps_the_reason(image: str, sdk_env, channels, 
 def _empty_model(model_tar: Path) -> bool:
     with tarfile.open(model_tar) as tar:
         return not any(Path(m.name).name == "manifest.json" for m in tar.getmembers())
+
+
+def test_two_instances_train_once_and_both_exit_cleanly(image: str, sdk_env, channels, tmp_path: Path) -> None:
+    """instance_count=2: two containers (algo-1, algo-2) with a two-host resourceconfig.json. Until multi-host
+    training lands, the leader trains and the other host waits for its outcome; the job must succeed with one model."""
+    from sagemaker.estimator import Estimator
+
+    output = tmp_path / "output"
+    output.mkdir()
+    estimator = Estimator(
+        image_uri=image,
+        role=ROLE,
+        instance_type="local",
+        instance_count=2,
+        hyperparameters=FAST["ncf"],
+        output_path=f"file://{output}",
+        sagemaker_session=local_session(tmp_path / "containers", free_port()),
+    )
+    train, test = channels
+    with captured_stdout() as logs:
+        estimator.fit({"train": f"file://{train}", "test": f"file://{test}"}, job_name="recsys-test-two-hosts")
+    text = logs.getvalue()
+    assert "algo-1" in text and "algo-2" in text, "both hosts should have run"
+    assert len(re.findall(r"final=best; HR=", text)) == 1, "exactly one host trains today"
+    assert "waits for leader" in text
+    model_tar = Path(estimator.model_data.removeprefix("file://"))
+    with tarfile.open(model_tar) as tar:
+        names = {Path(m.name).name for m in tar.getmembers()}
+    assert "manifest.json" in names, names

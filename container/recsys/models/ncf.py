@@ -174,18 +174,7 @@ class NCFRecommender(Recommender):
         if world_size > 1:
             net, results = self._fit_distributed(cfg, train, world_size, leader, resume, resume_path, threads)
         else:
-            trainer = Trainer(
-                cfg,
-                train.users,
-                train.items,
-                self.n_users,
-                self.n_items,
-                device,
-                leader=leader,
-                on_net=self.set_net,
-                timestamps=train.timestamps,
-            )
-            net, results = trainer.run(resume)
+            net, results = self._trainer(cfg, train, device, DistInfo(), leader).run(resume)
         wall = time.perf_counter() - started
         self.set_net(net.eval())
         final = results[-1]
@@ -208,6 +197,21 @@ class NCFRecommender(Recommender):
             "resumed_from": str(resume_path.name) if resume_path else None,
         }
         return FitResult(metrics=metrics, history=history, info=info)
+
+    def _trainer(self, cfg: TrainConfig, train, device: torch.device, dist: DistInfo, leader: Leader) -> Trainer:
+        """Rank 0's trainer (this process): it evaluates, reports and checkpoints through ``leader``."""
+        return Trainer(
+            cfg,
+            train.users,
+            train.items,
+            self.n_users,
+            self.n_items,
+            device,
+            dist,
+            leader,
+            on_net=self.set_net,
+            timestamps=train.timestamps,
+        )
 
     def _evaluate(self, net: NCFNet, ctx: FitContext) -> dict[str, float]:
         self.set_net(net)
@@ -261,19 +265,7 @@ class NCFRecommender(Recommender):
         self.device = local
         dist.init_process_group(backend, init_method=init_method, rank=0, world_size=world_size)
         try:
-            trainer = Trainer(
-                cfg,
-                train.users,
-                train.items,
-                self.n_users,
-                self.n_items,
-                local,
-                DistInfo(0, world_size, backend),
-                leader,
-                on_net=self.set_net,
-                timestamps=train.timestamps,
-            )
-            result = trainer.run(resume)
+            result = self._trainer(cfg, train, local, DistInfo(0, world_size, backend), leader).run(resume)
         except BaseException:
             for worker in workers:  # they may be blocked in a collective rank 0 will never join
                 if worker.is_alive():

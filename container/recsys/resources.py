@@ -14,6 +14,14 @@ from typing import Any
 from recsys.paths import SageMakerPaths, read_json_file
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: what a container's cpuset allows), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class ResourceConfig:
     current_host: str = "algo-1"

@@ -31,7 +31,8 @@ class FitContext:
     stop: StopController
     resources: ResourceConfig
     checkpoints: Checkpointer | None = None  # None when /opt/ml/checkpoints does not exist
-    report_metrics: Callable[[dict[str, float]], None] = lambda metrics: None  # prints `HR=..;` lines
+    # report_metrics(metrics, **prefix): prints `epoch=3; HR=..;` lines (train.py); the prefix is optional.
+    report_metrics: Callable[..., None] = lambda metrics, **prefix: None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -32,11 +32,11 @@ from recsys.models.ncf_train import (
     TrainConfig,
     Trainer,
     amp_dtype,
-    default_threads,
     load_checkpoint,
     resolve_device,
     train_worker,
 )
+from recsys.resources import usable_cpus
 
 if TYPE_CHECKING:
     from recsys.data.dataset import TrainingData
@@ -146,7 +146,7 @@ class NCFRecommender(Recommender):
     def fit(self, data: TrainingData, ctx: FitContext) -> FitResult:
         cfg = TrainConfig.from_hp(self.hp)
         device = self.device
-        threads = ctx.extra.get(THREADS_KEY) or default_threads()
+        threads = ctx.extra.get(THREADS_KEY) or usable_cpus()
         if device.type == "cpu":
             torch.set_num_threads(int(threads))
             # Adam's second-moment estimates of rarely seen embedding rows decay into subnormal floats, which the

@@ -16,10 +16,8 @@ method, rank, world size) are explicit, so a multi-host launcher can call ``trai
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -184,16 +182,6 @@ def better(metrics: dict[str, float], best: dict[str, float]) -> bool:
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def call_report(report: Callable[..., None], metrics: dict[str, float], **prefix: Any) -> None:
-    """``FitContext.report_metrics`` may or may not take the ``epoch=`` prefix (train.py's does)."""
-    try:
-        params = inspect.signature(report).parameters.values()
-        takes_prefix = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    except (TypeError, ValueError):
-        takes_prefix = False
-    report(metrics, **prefix) if takes_prefix else report(metrics)
 
 
 class Trainer:
@@ -417,9 +405,7 @@ class Trainer:
                 }
                 result.history.append(row)
                 prefix = {"epoch": epoch} if not cfg.pretrain else {"stage": stage, "epoch": epoch}
-                call_report(
-                    self.leader.report, {"Loss": mean_loss, "HR": metrics["HR"], "NDCG": metrics["NDCG"]}, **prefix
-                )
+                self.leader.report({"Loss": mean_loss, "HR": metrics["HR"], "NDCG": metrics["NDCG"]}, **prefix)
                 if better(metrics, result.best):
                     result.best = {"HR": metrics["HR"], "NDCG": metrics["NDCG"], "Loss": mean_loss, "epoch": epoch}
                     result.best_state = cpu_state(net)
@@ -479,21 +465,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 __all__ = [
     "DistInfo",
     "Leader",
@@ -501,8 +472,6 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "amp_dtype",
-    "default_threads",
-    "free_port",
     "load_checkpoint",
     "resolve_device",
     "train_worker",

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from recsys.errors import UserError
 from recsys.logs import configure_logging
-from recsys.serving.settings import Settings, cpu_count
+from recsys.resources import usable_cpus
+from recsys.serving.settings import Settings
 
 log = logging.getLogger("recsys.serve")
 
@@ -119,7 +120,7 @@ class Supervisor:
         conf.write_text(render_nginx_conf(settings, runtime, socket))
 
         env = dict(os.environ, RECSYS_MODEL_DIR=str(model_dir), RECSYS_GUNICORN_SOCKET=str(socket))
-        per_worker = max(1, cpu_count() // settings.workers)
+        per_worker = max(1, usable_cpus() // settings.workers)
         for var in THREAD_VARS:  # N workers × M math threads ≤ cores; the user's own setting wins
             env.setdefault(var, str(per_worker))
         log.info(

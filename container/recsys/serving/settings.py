@@ -25,6 +25,7 @@ from pathlib import Path
 
 from recsys.errors import UserError
 from recsys.paths import SageMakerPaths
+from recsys.resources import usable_cpus
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 MIN_PROXY_TIMEOUT = 600  # batch transform's default InvocationsTimeoutInSeconds
@@ -48,13 +49,6 @@ def _int(names: tuple[str, ...], default: int, low: int, high: int | None = None
                 raise UserError(f"environment variable {name} must be {bounds}, got {value}")
             return value
     return default
-
-
-def cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -88,7 +82,7 @@ class Settings:
             raise UserError(f"RECSYS_SCORE_CACHE must be auto, on or off, got {score_cache!r}")
         return cls(
             port=_int(("SAGEMAKER_BIND_TO_PORT",), 8080, 1, 65535),
-            workers=_int(("MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_WORKERS"), cpu_count(), 1, 1024),
+            workers=_int(("MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_WORKERS"), usable_cpus(), 1, 1024),
             timeout=_int(
                 ("MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"),
                 60,

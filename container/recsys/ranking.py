@@ -159,12 +159,7 @@ class Ranker:
         """Top ``k`` items for each user index (``-1`` = unknown user → most popular allowed items)."""
         users = np.asarray(users, dtype=np.int64)
         cols, allowed = self._columns(filters)
-        out: list[Ranked | None] = [None] * len(users)
-        known = np.flatnonzero(users >= 0)
-        if len(known) < len(users):
-            cold = self._popular(cols, allowed, k)
-            for i in np.flatnonzero(users < 0):
-                out[i] = cold
+        out, known = self._with_cold_start(users, cols, allowed, k)
         n_cols = self.n_items if cols is None else len(cols)
         if n_cols == 0:
             empty = Ranked(np.empty(0, np.int64), np.empty(0, np.float32))
@@ -183,6 +178,18 @@ class Ranker:
                 idx, vals = ranked
                 out[row] = Ranked(idx if cols is None else cols[idx], vals)
         return out  # type: ignore[return-value]
+
+    def _with_cold_start(
+        self, indices: np.ndarray, cols: np.ndarray | None, allowed: np.ndarray | None, k: int
+    ) -> tuple[list[Ranked | None], np.ndarray]:
+        """One answer slot per index: unknown ones (``-1``) already hold the popular items; also the known positions."""
+        out: list[Ranked | None] = [None] * len(indices)
+        known = np.flatnonzero(indices >= 0)
+        if len(known) < len(indices):
+            cold = self._popular(cols, allowed, k)
+            for i in np.flatnonzero(indices < 0):
+                out[i] = cold
+        return out, known
 
     def _popular(self, cols: np.ndarray | None, allowed: np.ndarray | None, k: int) -> Ranked:
         """Cold start: the ``k`` most popular allowed items; the score is the item's popularity."""
@@ -229,12 +236,7 @@ class Ranker:
         (``-1``) get the most popular allowed items (cold start)."""
         items = np.asarray(items, dtype=np.int64)
         cols, allowed = self._columns(filters)
-        out: list[Ranked | None] = [None] * len(items)
-        known = np.flatnonzero(items >= 0)
-        if len(known) < len(items):
-            cold = self._popular(cols, allowed, k)
-            for i in np.flatnonzero(items < 0):
-                out[i] = cold
+        out, known = self._with_cold_start(items, cols, allowed, k)
         if len(known) == 0:
             return out  # type: ignore[return-value]
         vectors = self.unit_vectors()

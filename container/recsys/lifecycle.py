@@ -16,6 +16,8 @@ from recsys.errors import TrainingStopped
 
 log = logging.getLogger(__name__)
 
+STOPPED = "stopped: the job received SIGTERM (StopTrainingJob or MaxRuntimeInSeconds)"
+
 
 class StopController:
     def __init__(self) -> None:
@@ -35,7 +37,7 @@ class StopController:
         log.warning("received SIGTERM: stopping")
         self._event.set()
         if self._raise_now:
-            raise TrainingStopped("stopped: the job received SIGTERM (StopTrainingJob or MaxRuntimeInSeconds)")
+            raise TrainingStopped(STOPPED)
 
     def request(self) -> None:
         """Ask to stop as if SIGTERM arrived (tests, and a leader telling workers to quit)."""
@@ -43,7 +45,7 @@ class StopController:
 
     def check(self) -> None:
         if self._event.is_set():
-            raise TrainingStopped("stopped: the job received SIGTERM (StopTrainingJob or MaxRuntimeInSeconds)")
+            raise TrainingStopped(STOPPED)
 
     @contextlib.contextmanager
     def interruptible(self):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.errors import TrainingStopped
+from recsys.lifecycle import STOPPED
 from recsys.models.base import FitContext, FitResult, Recommender
 
 if TYPE_CHECKING:
@@ -218,9 +219,7 @@ class ALSRecommender(Recommender):
         except Exception as exc:
             # A SIGTERM inside a py4j call surfaces wrapped in py4j's own error.
             if ctx.stop.requested:
-                raise TrainingStopped(
-                    "stopped: the job received SIGTERM (StopTrainingJob or MaxRuntimeInSeconds)"
-                ) from exc
+                raise TrainingStopped(STOPPED) from exc
             raise
         info.update(timings)
         info["spark_total_seconds"] = round(time.perf_counter() - started, 3)

@@ -1,6 +1,7 @@
 """The Flask app in-process on a hand-built model written by the real artifact writer: /ping before and after the
 model loads, a model that cannot load, HTTP-level errors, settings from the environment."""
 
+import io
 import json
 import threading
 
@@ -10,7 +11,7 @@ from serving_helpers import random_model
 import recsys.models
 from recsys.artifact import write_model
 from recsys.hyperparameters import parse
-from recsys.serving.app import create_app
+from recsys.serving.app import READY_DIR_ENV, WorkerReadiness, create_app
 from recsys.serving.settings import Settings
 
 
@@ -64,6 +65,37 @@ def test_ping_is_503_until_the_model_is_loaded(model_dir, monkeypatch):
     assert client.post("/invocations", json={"users": ["100"]}).status_code == 200
 
 
+def test_ping_is_200_only_once_every_worker_has_loaded(model_dir, tmp_path):
+    """Under gunicorn each worker answers /ping for the whole server (nginx hands it to any worker)."""
+    ready_dir = tmp_path / "ready"
+    ready_dir.mkdir()
+    readiness = WorkerReadiness(ready_dir, expected=3)
+    app = create_app(model_dir, readiness=readiness)
+    client, state = app.test_client(), app.extensions["recsys"]
+    assert "0 of 3 workers ready" in client.get("/ping").json["error"]
+    state.start()
+    assert state.wait(10)
+    assert readiness.count() == 1  # this worker recorded itself once loaded
+    response = client.get("/ping")
+    assert response.status_code == 503 and "1 of 3 workers ready" in response.json["error"]
+    assert client.post("/invocations", json={"users": ["100"]}).status_code == 200  # this worker can answer
+    readiness.mark_ready(pid=4_000_001)
+    assert "2 of 3" in client.get("/ping").json["error"]
+    readiness.mark_ready(pid=4_000_002)
+    assert client.get("/ping").status_code == 200
+    readiness.forget(4_000_002)  # gunicorn_conf.child_exit: that worker exited; its replacement is still loading
+    assert client.get("/ping").status_code == 503
+
+
+def test_worker_readiness_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(READY_DIR_ENV, raising=False)
+    assert WorkerReadiness.from_env(2) is None
+    monkeypatch.setenv(READY_DIR_ENV, str(tmp_path))
+    readiness = WorkerReadiness.from_env(2)
+    assert readiness.directory == tmp_path and readiness.expected == 2 and readiness.count() == 0
+    assert WorkerReadiness(tmp_path / "gone", 1).count() == 0  # serve removed it while stopping: not ready
+
+
 def test_a_model_that_cannot_load_keeps_ping_503_with_the_reason(tmp_path):
     errors = []
     app = create_app(tmp_path / "empty")
@@ -102,9 +134,24 @@ def test_http_errors_are_json_and_the_server_keeps_serving(client):
     assert client.post("/invocations", json={"users": ["100"]}).status_code == 200
 
 
-def test_chunked_body_goes_through_flask(client):
-    import io
+def test_deeply_nested_json_is_400_saying_so_and_the_server_keeps_serving(client):
+    body = b"[" * 100_000 + b"]" * 100_000
+    for response in (
+        client.post("/invocations", data=body, content_type="application/json"),  # the WSGI fast path
+        client.post(  # chunked: through Flask's route
+            "/invocations",
+            input_stream=io.BytesIO(body),
+            content_type="application/json",
+            headers={"Transfer-Encoding": "chunked"},
+        ),
+    ):
+        assert response.status_code == 400 and response.mimetype == "application/json"
+        assert "nests JSON arrays/objects deeper than 100 levels" in response.json["error"]
+    assert client.post("/invocations", json={"users": ["100"]}).status_code == 200
+    assert client.get("/ping").status_code == 200
 
+
+def test_chunked_body_goes_through_flask(client):
     response = client.post(
         "/invocations",
         input_stream=io.BytesIO(b'{"users": ["100"]}'),

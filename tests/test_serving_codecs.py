@@ -36,6 +36,43 @@ def test_decode_bad_json_is_400(body):
     assert err.value.status == 400
 
 
+def nested(depth: int, closed: bool = True) -> bytes:
+    return b"[" * depth + (b"]" * depth if closed else b"")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        nested(100_000),  # the C parser gives up (RecursionError)
+        nested(100_000, closed=False),
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        nested(codecs.MAX_JSON_DEPTH + 1),  # parses, but deeper than the limit
+        b'{"users": ["1"], "exclude": ' + nested(codecs.MAX_JSON_DEPTH) + b"}",
+    ],
+)
+def test_deeply_nested_json_is_400_saying_so(body):
+    with pytest.raises(RequestError) as err:
+        codecs.decode(body, "application/json")
+    message = str(err.value)
+    assert err.value.status == 400
+    assert f"nests JSON arrays/objects deeper than {codecs.MAX_JSON_DEPTH} levels" in message
+    assert "UTF-8" not in message
+
+
+def test_nesting_up_to_the_limit_and_brackets_in_strings_are_fine():
+    assert codecs.decode(nested(codecs.MAX_JSON_DEPTH), "application/json").objects
+    many = b'{"users": [' + b",".join(b'"[[[%d"' % i for i in range(500)) + b"]}"  # 1,500 "[" inside strings
+    assert len(codecs.decode(many, "application/json").objects[0]["users"]) == 500
+    wide = b"[" + b",".join([b"[1]"] * 500) + b"]"  # 501 brackets, depth 2
+    assert len(codecs.decode(wide, "application/json").objects[0]) == 500
+
+
+def test_deeply_nested_json_line_names_the_line():
+    body = b'{"users": [1]}\n' + nested(100_000)
+    with pytest.raises(RequestError, match="line 2 nests JSON arrays/objects deeper than"):
+        codecs.decode(body, "application/jsonlines")
+
+
 def test_decode_json_lines_skips_blank_lines_and_keeps_line_numbers():
     decoded = codecs.decode(b'{"users": [1]}\n\n{"users": [2]}\n', "application/jsonlines")
     assert decoded.lines and decoded.objects == [{"users": [1]}, {"users": [2]}]

@@ -126,13 +126,18 @@ def test_users_without_history_and_zero_vectors():
     assert len(similar.items) == 2
 
 
-def test_a_thousand_users_vectorized_is_fast(ranker):
-    import time
-
-    users = np.random.default_rng(0).integers(0, 40, size=1000)
-    started = time.perf_counter()
+def test_a_thousand_users_in_one_call_answer_as_one_at_a_time(ranker):
+    """The batched path (one scoring pass for many users, repeats and cold-start users mixed in) gives each user the
+    answer a single-user call gives. Its speed is benchmarks/serve_load.py's figure (1,000 users' top-10 per request),
+    not a unit-test bound: wall-clock limits here fail on a busy machine."""
+    users = np.random.default_rng(0).integers(-1, 40, size=1000)  # -1: unknown user (cold start)
     out = ranker.top_k(users, 10)
-    assert len(out) == 1000 and time.perf_counter() - started < 0.5
+    assert len(out) == 1000
+    single = {int(u): ranker.top_k(np.array([u]), 10)[0] for u in set(users.tolist())}
+    assert single[-1].cold_start and not single[0].cold_start
+    for user, ranked in zip(users.tolist(), out):
+        assert ranked.items.tolist() == single[user].items.tolist() and ranked.cold_start == single[user].cold_start
+        np.testing.assert_allclose(ranked.scores, single[user].scores, rtol=1e-5)
 
 
 def test_score_cache_gives_the_same_answers(model):

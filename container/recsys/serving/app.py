@@ -1,8 +1,9 @@
 """The Flask app: ``GET /ping``, ``POST /invocations``, ``GET /execution-parameters``.
 
 The model is loaded once per worker process, in a background thread started when the worker boots, so ``/ping``
-answers at once: 503 while loading, 200 once the model is loaded and has answered a warm-up query. Request handling
-is ``recsys.serving.handler.invocations``; this module only adapts it to HTTP. Every error is JSON.
+answers at once: 503 while loading, 200 once the model is loaded and has answered a warm-up query — in every worker
+(``WorkerReadiness``: nginx hands each request to any worker, so one loaded worker is not a ready server). Request
+handling is ``recsys.serving.handler.invocations``; this module only adapts it to HTTP. Every error is JSON.
 """
 
 from __future__ import annotations
@@ -28,13 +29,56 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "recsys"
 MANIFEST = "manifest.json"
+READY_DIR_ENV = "RECSYS_READY_DIR"  # set by ``serve``: where workers record that they have loaded the model
+
+
+class WorkerReadiness:
+    """Which gunicorn workers have loaded the model, shared through a directory ``serve`` creates: a worker that has
+    loaded it creates an empty file named by its pid; the master deletes that file when the worker exits
+    (``gunicorn_conf.child_exit``), so a replacement worker counts only once it has loaded the model in turn.
+
+    Why not load the model in the master before forking (gunicorn ``preload_app``)? A CUDA context does not survive
+    ``fork``, and NCF serves on CUDA where present; per-worker loading works the same on both devices."""
+
+    def __init__(self, directory: str | Path, expected: int):
+        self.directory = Path(directory)
+        self.expected = expected
+
+    @classmethod
+    def from_env(cls, expected: int) -> WorkerReadiness | None:
+        directory = os.environ.get(READY_DIR_ENV)
+        return cls(directory, expected) if directory else None
+
+    def mark_ready(self, pid: int | None = None) -> None:
+        (self.directory / str(pid or os.getpid())).touch()
+
+    def forget(self, pid: int) -> None:
+        (self.directory / str(pid)).unlink(missing_ok=True)
+
+    def count(self) -> int:
+        try:
+            return sum(1 for name in os.listdir(self.directory) if name.isdigit())
+        except OSError:
+            return 0
+
+    def all_ready(self) -> bool:
+        return self.count() >= self.expected
 
 
 class ModelState:
-    """The worker's model: ``predictor`` once loaded; ``error`` if loading failed."""
+    """The worker's model: ``predictor`` once loaded; ``error`` if loading failed. ``readiness`` (under gunicorn):
+    the other workers' state, for ``/ping``."""
 
-    def __init__(self, model_dir: Path, device: str | None = None, score_cache: str = "auto", cache_mb: int = 512):
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str | None = None,
+        score_cache: str = "auto",
+        cache_mb: int = 512,
+        readiness: WorkerReadiness | None = None,
+    ):
         self.model_dir = Path(model_dir)
+        self.readiness = readiness
         self.device = device
         self.score_cache = score_cache
         self.cache_mb = cache_mb
@@ -78,13 +122,16 @@ class ModelState:
         )
 
     def start(self, on_error: Callable[[str], None] | None = None) -> None:
-        """Load in a background thread (idempotent); ``on_error(reason)`` runs if loading fails."""
+        """Load in a background thread (idempotent), then record this worker as ready; ``on_error(reason)`` runs if
+        loading fails."""
         with self._lock:
             if self._thread is not None:
                 return
 
             def run() -> None:
                 self.load()
+                if self.predictor is not None and self.readiness is not None:
+                    self.readiness.mark_ready()
                 if self.error and on_error is not None:
                     on_error(self.error)
 
@@ -95,6 +142,17 @@ class ModelState:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.predictor is not None
+
+    def ready(self) -> bool:
+        """``/ping``: this worker and every other one can answer ``/invocations``."""
+        return self.predictor is not None and (self.readiness is None or self.readiness.all_ready())
+
+    def not_ready_reason(self) -> str:
+        if self.error:
+            return f"the model could not be loaded: {self.error}"
+        if self.readiness is not None:
+            return f"the model is loading: {self.readiness.count()} of {self.readiness.expected} workers ready"
+        return "the model is loading"
 
 
 def _warm_up(predictor: Predictor) -> None:
@@ -112,15 +170,22 @@ def _json(status: int, payload: dict) -> Response:
     return Response(json.dumps(payload), status=status, mimetype=codecs.JSON)
 
 
-def create_app(model_dir: str | Path | None = None, settings: Settings | None = None, load: bool = False) -> Flask:
+def create_app(
+    model_dir: str | Path | None = None,
+    settings: Settings | None = None,
+    load: bool = False,
+    readiness: WorkerReadiness | None = None,
+) -> Flask:
     """The WSGI app. ``load=True`` loads the model now (tests); otherwise call ``app.extensions["recsys"].start()``
-    (the gunicorn config does, in each worker)."""
+    (the gunicorn config does, in each worker). ``readiness``: default from ``RECSYS_READY_DIR`` (set by ``serve``)
+    for ``settings.workers`` workers; without it ``/ping`` reflects this process alone."""
     settings = settings or Settings.from_env()
     state = ModelState(
         Path(model_dir) if model_dir else settings.model_dir,
         settings_device(),
         settings.score_cache,
         settings.score_cache_mb,
+        readiness or WorkerReadiness.from_env(settings.workers),
     )
     app = Flask("recsys.serving")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -133,11 +198,9 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
 
     @app.get("/ping")
     def ping() -> Response:
-        if state.predictor is not None:
+        if state.ready():
             return Response(b'{"status":"ready"}', status=200, mimetype=codecs.JSON)
-        if state.error:
-            return _json(503, {"error": f"the model could not be loaded: {state.error}"})
-        return _json(503, {"error": "the model is loading"})
+        return _json(503, {"error": state.not_ready_reason()})
 
     @app.post("/invocations")
     def predict() -> Response:
@@ -184,7 +247,7 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
 
 class FastPath:
     """WSGI middleware (Flask's ``app.wsgi_app`` wrapping pattern) answering the two hot routes — ``POST
-    /invocations`` with a Content-Length and ``GET /ping`` once the model is ready — straight from the pure handler,
+    /invocations`` with a Content-Length and ``GET /ping`` once every worker is ready — straight from the pure handler,
     without Flask's request/response machinery; everything else (errors, 503 while loading, other routes, chunked
     bodies) falls through to the Flask routes above, which answer the same way. Measured under nginx + gunicorn on
     2 cores: ~25-40 % more requests/s for single-user top-10 requests (see benchmarks/README.md)."""
@@ -212,7 +275,7 @@ class FastPath:
                         log.exception("unhandled error on POST /invocations")
                         return self._send(start_response, 500, codecs.encode_error(INTERNAL_ERROR), codecs.JSON)
                     return self._send(start_response, result.status, result.body, result.mimetype)
-            elif path == "/ping" and method == "GET":
+            elif path == "/ping" and method == "GET" and self.state.ready():
                 return self._send(start_response, 200, self._READY, codecs.JSON)
         return self.wsgi_app(environ, start_response)
 

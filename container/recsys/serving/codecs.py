@@ -25,6 +25,9 @@ JSONLINES = "application/jsonlines"
 CSV = "text/csv"
 _JSONLINES_ALIASES = frozenset({JSONLINES, "application/json-lines", "application/x-jsonlines", "application/jsonl"})
 _CSV_ALIASES = frozenset({CSV, "application/csv", "text/x-csv"})
+# Deepest array/object nesting accepted in a JSON request (every request form needs 2). Deeper bodies answer 400
+# saying so, instead of whatever the parser's recursion limit would make of them.
+MAX_JSON_DEPTH = 100
 
 
 @dataclass
@@ -70,11 +73,39 @@ def _json(body: bytes | str, where: str) -> Any:
     if not body or not body.strip():
         raise RequestError(f'{where} is empty; send a JSON object such as {{"users": ["196"], "k": 10}}')
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except json.JSONDecodeError as exc:
         raise RequestError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (UnicodeDecodeError, RecursionError):
+    except UnicodeDecodeError:
         raise RequestError(f"{where} is not valid UTF-8 JSON") from None
+    except RecursionError:  # the C parser gives up a few hundred levels deep (Python's recursion limit)
+        raise _too_deep(where) from None
+    # A body holding at most MAX_JSON_DEPTH brackets cannot nest deeper (nearly every request: counting is C-fast).
+    opening = (b"[", b"{") if isinstance(body, bytes) else ("[", "{")
+    if body.count(opening[0]) + body.count(opening[1]) > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise _too_deep(where)
+    return value
+
+
+def _too_deep(where: str) -> RequestError:
+    return RequestError(
+        f"{where} nests JSON arrays/objects deeper than {MAX_JSON_DEPTH} levels; "
+        'a request object needs 2, as in {"users": ["196"], "k": 10}'
+    )
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON (a scalar 0, ``[]`` 1, ``[[1]]`` 2), without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, level)
+        todo.extend((child, level + 1) for child in node if isinstance(child, (list, dict)))
+    return deepest
 
 
 def _json_lines(body: bytes) -> tuple[list[int], list[Any]]:

@@ -1,5 +1,6 @@
 """Gunicorn settings for ``serve`` (loaded with ``-c python:recsys.serving.gunicorn_conf``), all from the environment
-(``recsys.serving.settings``); ``serve`` adds the socket path as ``RECSYS_GUNICORN_SOCKET``."""
+(``recsys.serving.settings``); ``serve`` adds the socket path as ``RECSYS_GUNICORN_SOCKET`` and the workers' readiness
+directory as ``RECSYS_READY_DIR`` (``recsys.serving.app.WorkerReadiness``)."""
 
 import os
 
@@ -28,7 +29,16 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm
 
 
 def post_worker_init(worker):
-    """Start loading the model in the background: /ping answers 503 until it is ready."""
+    """Start loading the model in the background: /ping answers 503 until it is ready in every worker."""
     from recsys.serving.app import EXTENSION, exit_worker_on_error
 
     worker.wsgi.extensions[EXTENSION].start(on_error=exit_worker_on_error)
+
+
+def child_exit(server, worker):
+    """In the master: a worker that exited is no longer ready; /ping answers 503 until its replacement has loaded."""
+    from recsys.serving.app import WorkerReadiness
+
+    readiness = WorkerReadiness.from_env(workers)
+    if readiness is not None:
+        readiness.forget(worker.pid)

@@ -119,7 +119,11 @@ class Supervisor:
         conf = runtime / "nginx.conf"
         conf.write_text(render_nginx_conf(settings, runtime, socket))
 
-        env = dict(os.environ, RECSYS_MODEL_DIR=str(model_dir), RECSYS_GUNICORN_SOCKET=str(socket))
+        ready = runtime / "ready"  # one file per worker that has loaded the model (recsys.serving.app.WorkerReadiness)
+        ready.mkdir()
+        env = dict(
+            os.environ, RECSYS_MODEL_DIR=str(model_dir), RECSYS_GUNICORN_SOCKET=str(socket), RECSYS_READY_DIR=str(ready)
+        )
         per_worker = max(1, usable_cpus() // settings.workers)
         for var in THREAD_VARS:  # N workers × M math threads ≤ cores; the user's own setting wins
             env.setdefault(var, str(per_worker))
@@ -145,8 +149,8 @@ class Supervisor:
             env=env,
         )
         self.children["gunicorn"] = gunicorn
-        # nginx starts once gunicorn listens (~1-2 s of imports), so its log holds no connect() errors; until the
-        # model is loaded the app itself answers /ping with 503.
+        # nginx starts once gunicorn listens (~1-2 s of imports), so its log holds no connect() errors; until every
+        # worker has loaded the model the app itself answers /ping with 503.
         while not socket.exists() and gunicorn.poll() is None and not self.stop_requested:
             time.sleep(0.02)
         if gunicorn.poll() is None and not self.stop_requested:

@@ -15,6 +15,10 @@
 | `RECSYS_DEVICE` | auto | device for NCF models (`cpu`, `cuda`; auto = CUDA when present) |
 | `RECSYS_ACCESS_LOG` | false | nginx access log to stdout |
 | `RECSYS_MODEL_DIR` | `$SAGEMAKER_BASE_DIR/model` | the model directory (or one holding model.tar.gz) |
+
+``serve`` sets two more for gunicorn, never the user: ``RECSYS_GUNICORN_SOCKET`` (the unix socket nginx proxies to)
+and ``RECSYS_READY_DIR`` (where each worker records that it has loaded the model; ``/ping`` answers 200 only when
+all of them have: ``recsys.serving.app.WorkerReadiness``).
 """
 
 from __future__ import annotations

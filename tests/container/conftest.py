@@ -5,9 +5,9 @@ Environment knobs:
 - ``RECSYS_TEST_IMAGE``: use this already-built image instead of building ``recsys-test:cpu``.
 - ``RECSYS_REQUIRE_CONTAINER=1`` (set by .ci/run, and implied by ``CI=true``): a missing engine fails the run
   instead of skipping the container tests.
-- ``RECSYS_TORCH_INDEX_URL``: the torch index for the CPU build (default: the Dockerfile's, or PyPI when
-  download.pytorch.org cannot be resolved — then pip takes a local ``+cpu`` wheel if the base image carries one;
-  the Dockerfile refuses a CUDA torch in the CPU variant either way).
+- ``RECSYS_TORCH_INDEX_URL``: the torch index for the CPU build (default: the Dockerfile's, or ``none`` when
+  download.pytorch.org cannot be resolved — then torch comes from the indexes pip is configured with in the build,
+  e.g. a local ``+cpu`` wheel the base image carries; the Dockerfile refuses a CUDA torch in the CPU variant).
 """
 
 from __future__ import annotations

@@ -44,15 +44,16 @@ def require_engine() -> bool:
 
 
 def torch_index_build_args() -> list[str]:
-    """Build args for the torch index: RECSYS_TORCH_INDEX_URL if set; PyPI when download.pytorch.org cannot be
-    resolved (offline builders whose base image carries a local ``+cpu`` wheel: pip prefers it over PyPI's CUDA
-    build, and the Dockerfile refuses a CUDA torch in the CPU variant); else nothing (the Dockerfile's default)."""
+    """Build args for the torch index: RECSYS_TORCH_INDEX_URL if set; ``none`` when download.pytorch.org cannot be
+    resolved (offline builders: torch then comes from the indexes and find-links pip is configured with inside the
+    build, e.g. a local ``+cpu`` wheel the base image carries; the Dockerfile refuses a CUDA torch in the CPU
+    variant); else nothing (the Dockerfile's default, PyTorch's CPU wheel index)."""
     url = os.environ.get("RECSYS_TORCH_INDEX_URL")
     if url is None:
         try:
             socket.getaddrinfo("download.pytorch.org", 443)
         except OSError:
-            url = "https://pypi.org/simple"
+            url = "none"
     return ["--build-arg", f"TORCH_INDEX_URL={url}"] if url else []
 
 

@@ -78,7 +78,7 @@ def fit_once(data_file: Path, hyperparameters: dict, label: str) -> dict:
         "users": len(data.users),
         "items": len(data.items),
         "train_rows": len(data.train),
-        "test_rows": len(data.test),
+        "validation_rows": len(data.validation),
     }
     print(json.dumps(row), flush=True)
     return row

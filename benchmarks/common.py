@@ -39,9 +39,13 @@ def opt_ml_with(base: Path, data_file: Path, hyperparameters: dict) -> Path:
 
 
 def load(data_file: Path, hyperparameters: dict):
-    """(hyperparameters, TrainingData, Evaluator) for one data file, exactly as `train` builds them."""
+    """(hyperparameters, TrainingData, validation Evaluator) for one data file (as the train channel), exactly as
+    `train` builds them: validation carved from train. Figures from it are validation figures (what selects);
+    held-out test figures come from benchmarks/quality.py."""
     with tempfile.TemporaryDirectory() as tmp:
         hp = parse(hyperparameters)
         data = load_training_data(SageMakerPaths(opt_ml_with(Path(tmp) / "opt_ml", data_file, hyperparameters)), hp)
-    evaluator = Evaluator(data.train, data.test, hp.top_k, hp.num_eval_negatives, hp.seed, known=data.all)
+    evaluator = Evaluator(
+        data.train, data.validation, hp.top_k, hp.num_eval_negatives, hp.seed, known=data.known_pairs()
+    )
     return hp, data, evaluator

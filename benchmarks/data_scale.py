@@ -51,7 +51,7 @@ def main() -> None:
             data = load_training_data(SageMakerPaths(Path(tmp)), hp)
             load_s = time.perf_counter() - t
             t = time.perf_counter()
-            Evaluator(data.train, data.test, 10, 99, 0, known=data.all)
+            Evaluator(data.train, data.validation, 10, 99, 0, known=data.known_pairs())
             eval_s = time.perf_counter() - t
             print(
                 f"{fmt:8s} load+clean+split {load_s:6.2f}s  evaluator setup {eval_s:6.2f}s  "

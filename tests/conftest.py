@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh copy of opt_ml_fixture per test, MovieLens (skipped when absent), trained models."""
+"""Shared fixtures: a fresh copy of opt_ml_fixture per test, MovieLens (skipped when absent, a failure under CI),
+trained models."""
 
 from __future__ import annotations
 
@@ -47,10 +48,18 @@ def sagemaker_base(opt_ml: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return opt_ml
 
 
+def data_required() -> bool:
+    """Under CI (``CI=true``) or with ``RECSYS_REQUIRE_DATA=1``, missing real data fails the run instead of skipping."""
+    return os.environ.get("RECSYS_REQUIRE_DATA", "") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
 @pytest.fixture(scope="session")
 def ml100k() -> Path:
     if not (ML100K / "u.data").is_file():
-        pytest.skip(f"MovieLens-100K not found at {ML100K} (set RECSYS_ML100K_DIR); see README")
+        message = f"MovieLens-100K not found at {ML100K} (set RECSYS_ML100K_DIR); see README"
+        if data_required():
+            pytest.fail(message + " — required under CI / RECSYS_REQUIRE_DATA=1", pytrace=False)
+        pytest.skip(message)
     return ML100K
 
 

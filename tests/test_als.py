@@ -66,13 +66,14 @@ def planted(
     return TrainingData(ids, IdIndex(np.array([f"i{i}" for i in range(n_items)])), everything, train, test)
 
 
-def context(data: TrainingData, spark=None, checkpoints=None, stop=None, reported=None) -> FitContext:
+def context(data: TrainingData, spark=None, checkpoints=None, stop=None, reported=None, refit=False) -> FitContext:
     return FitContext(
-        evaluator=Evaluator(data.train, data.test, 10, 99, 42, known=data.all),
+        evaluator=Evaluator(data.train, data.validation, 10, 99, 42, known=data.all),
         stop=stop or StopController(),
         resources=ResourceConfig(),
         checkpoints=checkpoints,
-        report_metrics=(reported.append if reported is not None else (lambda metrics: None)),
+        report_metrics=lambda metrics, **prefix: reported.append(metrics) if reported is not None else None,
+        refit=refit,
         extra={SPARK_SESSION_KEY: spark} if spark is not None else {},
     )
 
@@ -144,7 +145,8 @@ class TestInSharedSession:
         # Random scoring ranks the held-out item in the top 10 of 100 about 10% of the time.
         assert result.metrics["HR"] > 0.6, result.metrics
         assert result.metrics["NDCG"] > 0.3, result.metrics
-        assert reported == [result.metrics]  # printed as `HR=...; NDCG=...;` by train
+        assert reported == [{k: result.metrics[k] for k in ("HR", "NDCG")}]  # printed as `HR=...; NDCG=...;`
+        assert {"full_recall@10", "full_ndcg@10"} <= set(result.metrics)  # the selected model's, on validation
         assert result.info["fit_seconds"] > 0 and result.info["confidence"] == "log1p"
 
     def test_factors_are_numpy_in_index_order(self, implicit_fit):
@@ -170,7 +172,7 @@ class TestInSharedSession:
         # One more user and item than training mentions (as when a test channel alone names them).
         grow = {"n_users": 81, "n_items": 81}
         train = Interactions(data.train.users, data.train.items, data.train.weights, None, **grow)
-        test = Interactions(data.test.users, data.test.items, data.test.weights, None, **grow)
+        test = Interactions(data.validation.users, data.validation.items, data.validation.weights, None, **grow)
         data = TrainingData(data.users, data.items, data.all, train, test)
         model = ALSRecommender(parse(FAST), 81, 81)
         model.fit(data, context(data, spark))
@@ -225,6 +227,48 @@ class TestInSharedSession:
         with pytest.raises(UserError, match="rank"):
             ALSRecommender(other, 120, 60).fit(data, context(data, checkpoints=checkpointer(tmp_path, other)))
 
+    def test_refit_fits_all_of_train_after_selecting_and_checkpoints_each_fit(self, spark, tmp_path, monkeypatch):
+        import recsys.models.als as als_module
+
+        data = planted(n_users=120, n_items=60)
+        hp = parse(FAST)
+        fitted_on: list[int] = []
+        real = als_module.train_factors
+
+        def counting(spark_, train, *args, **kwargs):
+            fitted_on.append(len(train))
+            return real(spark_, train, *args, **kwargs)
+
+        monkeypatch.setattr(als_module, "train_factors", counting)
+        model = ALSRecommender(hp, 120, 60)
+        result = model.fit(data, context(data, spark, checkpoints=checkpointer(tmp_path, hp), refit=True))
+        assert fitted_on == [len(data.train), len(data.all)]  # selection on train, then the refit on everything
+        assert result.refit["interactions"] == len(data.all) and set(result.info["phases"]) == {
+            "select_seconds",
+            "refit_seconds",
+        }
+        phases = sorted(json.loads(p.read_text())["phase"] for p in tmp_path.glob("als-*.json"))
+        assert phases == ["refit", "select"]
+        # The validation metrics are the selected (pre-refit) model's: a refit model has seen validation.
+        selected = ALSRecommender(hp, 120, 60)
+        selected.fit(data, context(data, spark))
+        assert result.metrics["HR"] == context(data).evaluator.sampled(selected)["HR"]
+
+        # Resumed after both fits: nothing is fitted again, the shipped factors and the metrics come back.
+        fitted_on.clear()
+        again = ALSRecommender(hp, 120, 60)
+        resumed = again.fit(data, context(data, checkpoints=checkpointer(tmp_path, hp), refit=True))
+        assert fitted_on == [] and resumed.metrics == result.metrics and resumed.refit["resumed_from_checkpoint"]
+        np.testing.assert_array_equal(again.user_factors, model.user_factors)
+
+        # Resumed after the selection fit only (the job stopped during the refit): only the refit runs.
+        for path in tmp_path.glob("als-*step000002.*"):
+            path.unlink()
+        third = ALSRecommender(hp, 120, 60)
+        resumed = third.fit(data, context(data, spark, checkpoints=checkpointer(tmp_path, hp), refit=True))
+        assert fitted_on == [len(data.all)] and resumed.info["resumed_from_checkpoint"] == "select"
+        assert resumed.metrics == result.metrics
+
     def test_train_end_to_end_on_the_fixture(self, spark, opt_ml, capsys):
         # `train` trains in the session already running in the process (as in a notebook) and leaves it running.
         code = train_in(opt_ml, {"algorithm": "als", "preset": "online_retail", "max_iter": 5})
@@ -236,7 +280,7 @@ class TestInSharedSession:
         assert "HR=" in out and "NDCG=" in out
         # Quality is checked on planted data above and on ml-100k by benchmarks/als_movielens.py: the 300-user
         # fixture is too sparse for a stable bar (random ≈ 0.10, item popularity 0.18, ALS 0.12-0.16).
-        assert 0.0 <= manifest["metrics"]["HR"] <= 1.0
+        assert 0.0 <= manifest["metrics"]["validation"]["HR"] <= 1.0
         assert spark.sparkContext._jsc is not None  # not stopped by train
 
 
@@ -286,3 +330,18 @@ def test_sigterm_during_fit_stops_promptly_and_leaves_no_spark(monkeypatch):
     assert stopped_after < 10, f"took {stopped_after:.1f} s to stop"
     assert not sessions.jvm_running() and sessions.active_session() is None
     assert _java_children() == []
+
+
+@pytest.mark.slow
+def test_movielens_quality_with_default_hyperparameters(ml100k, tmp_path):
+    """The real `train`, default hyperparameters, an untouched test channel: ALS must clearly beat item popularity
+    on it (measured over seeds 1-5 by benchmarks/quality.py; see README)."""
+    from movielens import popularity_test_metrics, split_channels
+
+    base = split_channels(ml100k, tmp_path / "opt_ml")
+    hyperparameters = {"algorithm": "als", "preset": "movielens"}
+    assert train_in(base, hyperparameters) == 0, (base / "output/failure").read_text()
+    report = json.loads((base / "output/data/evaluation.json").read_text())
+    test, popularity = report["metrics"]["test"], popularity_test_metrics(base, hyperparameters)
+    assert report["held_out"] == {"validation": True, "test": True} and report["refit"]["interactions"] > 99_000
+    assert test["HR"] >= popularity["HR"] + 0.2 and test["NDCG"] >= popularity["NDCG"] + 0.12, (test, popularity)

@@ -51,7 +51,8 @@ def test_model_tar_gz_layout_of_sdk_local_mode_is_accepted(trained_model_dir, tm
 def test_manifest_is_self_describing(trained_model_dir):
     manifest = json.loads((trained_model_dir("ncf") / "manifest.json").read_text())
     assert manifest["schema_version"] == 1 and manifest["algorithm"] == "ncf"
-    assert {"HR", "NDCG"} <= set(manifest["metrics"]) and manifest["hyperparameters"]["model_type"]
+    assert {"HR", "NDCG"} <= set(manifest["metrics"]["validation"]) and manifest["hyperparameters"]["model_type"]
+    assert manifest["evaluation"]["held_out"] == {"validation": True} and manifest["evaluation"]["refit"]["epochs"]
     assert set(manifest["files"]) >= {"ids.npz", "seen.npz"}
     assert manifest["n_users"] > 0 and manifest["n_items"] > 0 and "data" in manifest
 

@@ -177,12 +177,27 @@ def test_test_channel_with_unknown_users_and_items_is_reported_and_skipped(tmp_p
     )
     assert t.exists()
     data = load_training_data(SageMakerPaths(tmp_path), parse({"preset": "online_retail"}))
-    assert len(data.test) == 1 and data.report["split"] == "test channel"
+    assert len(data.test) == 1
     assert data.report["test"]["rows_skipped"] == {"unknown user": 1, "unknown item": 1}
-    assert len(data.train) == len(data.all)  # with a test channel nothing is held out of train
+    # The test channel only reports: validation is still carved from train, one interaction per user.
+    assert data.validation_carved and data.report["validation_source"].startswith("carved from train")
+    assert len(data.train) + len(data.validation) == len(data.all)
 
 
-def test_build_falls_back_to_leave_one_out_when_test_channel_is_all_unknown(tmp_path):
+def test_validation_and_test_channels_each_keep_their_role(tmp_path):
+    shutil.copy(RETAIL, channel(tmp_path, {}) / "r.csv")
+    header = "InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n"
+    channel(tmp_path, {"v.csv": header + "9,22867,1,2011-12-01 10:00:00,13767\n"}, "validation")
+    channel(tmp_path, {"t.csv": header + "9,85123A,1,2011-12-02 10:00:00,13767\n"}, "test")
+    data = load_training_data(SageMakerPaths(tmp_path), parse({"preset": "online_retail"}))
+    assert not data.validation_carved and data.report["validation_source"] == "validation channel"
+    assert len(data.validation) == 1 and len(data.test) == 1
+    assert len(data.train) == len(data.all)  # nothing carved: selection trains on all of train
+    item = lambda x: data.items.ids[x.items[0]]  # noqa: E731
+    assert (item(data.validation), item(data.test)) == ("22867", "85123A")
+
+
+def test_validation_channel_with_no_known_rows_falls_back_to_carving(tmp_path):
     shutil.copy(RETAIL, channel(tmp_path, {}) / "r.csv")
     channel(
         tmp_path,
@@ -190,13 +205,35 @@ def test_build_falls_back_to_leave_one_out_when_test_channel_is_all_unknown(tmp_
         "validation",
     )
     data = load_training_data(SageMakerPaths(tmp_path), parse({"preset": "online_retail"}))
-    assert data.report["split"].startswith("leave-one-out") and "split_note" in data.report
+    assert data.validation_carved and data.report["validation_source"].startswith("carved")
+    assert "note" in data.report["validation"]
+
+
+def test_same_data_as_train_and_test_is_counted_as_overlap(tmp_path):
+    shutil.copy(RETAIL, channel(tmp_path, {}) / "r.csv")
+    shutil.copy(RETAIL, channel(tmp_path, {}, "test") / "r.csv")
+    data = load_training_data(SageMakerPaths(tmp_path), parse({"preset": "online_retail"}))
+    assert data.report["overlap_with_train"] == {"validation": 0, "test": len(data.test)}
+    assert len(data.test) == len(data.all)
+
+
+def test_leave_one_out_holds_out_every_row_of_the_latest_pair():
+    # User 0 bought item 1 twice, the second time last: both rows leave training, or item 1 would be "seen".
+    users = np.array([0, 0, 0, 0, 1, 1])
+    items = np.array([1, 0, 2, 1, 0, 3])
+    ts = np.array([1, 10, 20, 30, 5, 1], dtype=float)
+    train, held = leave_one_out(Interactions(users, items, np.ones(6), ts, 2, 4), seed=0)
+    assert sorted(zip(held.users.tolist(), held.items.tolist())) == [(0, 1), (1, 0)]
+    assert (0, 1) not in set(zip(train.users.tolist(), train.items.tolist())) and len(train) == 3
+    # A user with one distinct item (bought twice) keeps it: nothing would be left to train on.
+    train, held = leave_one_out(Interactions(np.array([0, 0]), np.array([2, 2]), np.ones(2), None, 1, 3), seed=0)
+    assert len(held) == 0 and len(train) == 2
 
 
 def test_fixture_channel_loads(opt_ml):
     data = load_training_data(SageMakerPaths(opt_ml), parse({"preset": "online_retail"}))
     assert data.report["train"]["rows_dropped"]["no customer id"] == 40
-    assert len(data.users) == 300 and len(data.test) > 250
+    assert len(data.users) == 300 and len(data.validation) > 250 and data.test is None
     assert np.all(data.all.csr()[0][-1] == len(np.unique(data.all.pair_keys())))
 
 
@@ -204,5 +241,5 @@ def test_build_requires_something_to_evaluate():
     frame = pd.DataFrame({"user": ["a", "b"], "item": ["x", "y"], "weight": [1.0, 1.0]})
     from recsys.data.presets import CleanFrame
 
-    with pytest.raises(UserError, match="nothing to evaluate"):
-        build(CleanFrame(frame, False, 2), None, parse({}))
+    with pytest.raises(UserError, match="nothing to validate on"):
+        build(CleanFrame(frame, False, 2), None, None, parse({}))

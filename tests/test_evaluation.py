@@ -38,15 +38,33 @@ def test_sample_negatives_never_returns_known_items_even_for_dense_users():
     users = np.repeat(np.arange(3), [28, 5, 1])
     items = np.concatenate([np.arange(28), np.arange(5), [7]])
     keys = np.unique(users * n_items + items)
-    rng = np.random.default_rng(0)
-    negs, valid = sample_negatives(np.array([0, 1, 2]), n_items, keys, 10, rng)
+    negs, valid = sample_negatives(np.array([0, 1, 2]), n_items, keys, 10, seed=0)
     for row, user in enumerate([0, 1, 2]):
         chosen = negs[row][valid[row]]
         assert not np.isin(user * n_items + chosen, keys).any()
     assert set(negs[0]) <= {28, 29} and valid.all()  # dense user: only its 2 unseen items
     full = np.arange(n_items)
-    negs, valid = sample_negatives(np.array([0]), n_items, np.unique(np.r_[keys, full]), 5, rng)
+    negs, valid = sample_negatives(np.array([0]), n_items, np.unique(np.r_[keys, full]), 5, seed=0)
     assert not valid.any()  # nothing left to sample: marked invalid, not a known item
+
+
+def test_negatives_are_fixed_per_user_whatever_else_is_evaluated():
+    """Drawn once per (seed, user): the same candidates whichever users are evaluated alongside, in any order,
+    and whichever model is ranked; another seed draws others."""
+    rng = np.random.default_rng(3)
+    n_users, n_items = 200, 500
+    users, items = rng.integers(0, n_users, 4000), rng.integers(0, n_items, 4000)
+    keys = np.unique(users * n_items + items)
+    everyone, valid = sample_negatives(np.arange(n_users), n_items, keys, 99, seed=7)
+    assert valid.all() and not np.isin(np.arange(n_users)[:, None] * n_items + everyone, keys).any()
+    some = np.array([150, 3, 42, 3])
+    alone, _ = sample_negatives(some, n_items, keys, 99, seed=7)
+    np.testing.assert_array_equal(alone, everyone[some])
+    other, _ = sample_negatives(np.arange(n_users), n_items, keys, 99, seed=8)
+    assert (other != everyone).mean() > 0.9
+    # Spread over the catalog: each item is drawn about equally often (a broken hash would cluster).
+    counts = np.bincount(everyone.ravel(), minlength=n_items)
+    assert counts.min() > 0.3 * counts.mean() and counts.max() < 2.0 * counts.mean()
 
 
 def test_evaluator_sampled_metrics_by_hand():

@@ -104,4 +104,35 @@ def test_readme_table_is_generated_from_the_declaration():
 
 
 def test_metric_definitions_match_the_lotteon_regexes():
-    assert [m["Regex"] for m in hpmod.METRIC_DEFINITIONS] == ["HR=(.*?);", "NDCG=(.*?);", "Loss=(.*?);"]
+    assert [m["Regex"] for m in hpmod.METRIC_DEFINITIONS][:3] == ["HR=(.*?);", "NDCG=(.*?);", "Loss=(.*?);"]
+
+
+def test_metric_regexes_pick_each_role_from_train_log_lines():
+    """The lines `train` prints, read the way SageMaker reads them (each regex's first match per line): the LotteON
+    names follow validation, and no regex but test:* ever sees a test value."""
+    import re
+
+    from recsys.train import format_metrics, role_names
+
+    epoch = {"Loss": 0.31, "HR": 0.61, "NDCG": 0.36}
+    selected = {"HR": 0.65, "NDCG": 0.38, "Loss": 0.29, "best_epoch": 4, "full_recall@10": 0.1, "full_ndcg@10": 0.05}
+    test = {"HR": 0.12, "NDCG": 0.07, "full_recall@10": 0.02, "full_ndcg@10": 0.01}
+    lines = [
+        format_metrics({**epoch, **role_names("validation", epoch, 10)}, epoch=1),
+        format_metrics({**selected, **role_names("validation", selected, 10)}, final="selected"),
+        format_metrics(role_names("test", test, 10)),
+    ]
+    seen: dict[str, list[float]] = {}
+    for definition in hpmod.METRIC_DEFINITIONS:
+        for line in lines:
+            if match := re.search(definition["Regex"], line):
+                seen.setdefault(definition["Name"], []).append(float(match.group(1)))
+    assert seen == {
+        "HR": [0.61, 0.65],
+        "NDCG": [0.36, 0.38],
+        "Loss": [0.31, 0.29],
+        "validation:HR": [0.61, 0.65],
+        "validation:NDCG": [0.36, 0.38],
+        "test:HR": [0.12],
+        "test:NDCG": [0.07],
+    }

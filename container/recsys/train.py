@@ -18,7 +18,7 @@ from recsys import __version__
 from recsys.artifact import remove_partial, write_model
 from recsys.checkpoints import Checkpointer
 from recsys.cluster import LeaderBeacon, wait_for_leader
-from recsys.data.dataset import TrainingData, load_training_data
+from recsys.data.dataset import TrainingData, concat, load_training_data
 from recsys.errors import TrainingStopped, UserError
 from recsys.evaluation import Evaluator
 from recsys.hyperparameters import parse
@@ -42,27 +42,67 @@ def format_metrics(metrics: dict[str, float], **prefix: object) -> str:
     return " ".join(parts)
 
 
-def report_metrics(metrics: dict[str, float], **prefix: object) -> None:
-    print(format_metrics(metrics, **prefix), flush=True)
+def role_names(role: str, metrics: dict[str, float], k: int) -> dict[str, float]:
+    """``{"HR": .., "full_recall@10": ..}`` → ``{"validation:HR@10": .., "validation:full_recall@10": ..}``: names
+    that match only their own regex in ``METRIC_DEFINITIONS`` (never ``HR=(.*?);``)."""
+    out = {}
+    for name, value in metrics.items():
+        if name in ("HR", "NDCG"):
+            out[f"{role}:{name}@{k}"] = value
+        elif name.startswith("full_"):
+            out[f"{role}:{name}"] = value
+    return out
+
+
+def validation_reporter(k: int):
+    """``report_metrics`` for fits: LotteON's ``Loss=; HR=; NDCG=;`` (validation) plus ``validation:HR@K=`` names."""
+
+    def report(metrics: dict[str, float], **prefix: object) -> None:
+        print(format_metrics({**metrics, **role_names("validation", metrics, k)}, **prefix), flush=True)
+
+    return report
 
 
 def data_fingerprint(data: TrainingData) -> str:
     digest = hashlib.sha256()
-    for array in (data.users.ids, data.items.ids, data.train.users, data.train.items):
+    for array in (data.users.ids, data.items.ids, data.all.users, data.all.items):
         digest.update(array.tobytes())
     return digest.hexdigest()[:16]
+
+
+def _evaluation_notes(data: TrainingData, refit: dict | None, hp) -> tuple[dict, list[str]]:
+    """What the metrics mean: which are held-out, and the sentences that say so."""
+    overlaps = data.report["overlap_with_train"]
+    held_out = {"validation": overlaps["validation"] == 0}
+    notes = [f"validation: {data.report['validation_source']}"]
+    if data.test is None:
+        notes.append("no test channel: only validation metrics are reported (they selected the model)")
+    else:
+        held_out["test"] = overlaps["test"] == 0
+    for role, count in overlaps.items():
+        if count:
+            notes.append(f"{role}: {count} pair(s) also occur in train: {role} metrics are not held-out")
+    if refit is not None:
+        shipped = "; test metrics are the refit model's" if data.test is not None else ""
+        notes.append(f"after selection the model was refit on all of train{shipped}")
+    elif data.validation_carved and not hp.refit:
+        notes.append("refit=false: the model was trained without the validation interactions carved from train")
+    return held_out, notes
 
 
 def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) -> dict:
     started = time.time()
     hp = parse(read_json_file(paths.hyperparameters_file, "hyperparameters.json", default={}))
-    log.info("recsys %s: algorithm=%s hyperparameters=%s", __version__, hp.algorithm, json.dumps(hp.to_dict()))
+    log.info("recsys %s: algorithm=%s hyperparameters=%s", __version__, hp.algorithm, json.dumps(hp.for_algorithm()))
     log.info("resources: %s", json.dumps(resources.summary()))
 
     data = load_training_data(paths, hp)
     log.info("data: %s", json.dumps(data.report))
+    phases = {"load_seconds": round(time.time() - started, 3)}
     stop.check()
-    evaluator = Evaluator(data.train, data.test, hp.top_k, hp.num_eval_negatives, hp.seed, known=data.all)
+    evaluator = Evaluator(
+        data.train, data.validation, hp.top_k, hp.num_eval_negatives, hp.seed, known=data.known_pairs()
+    )
     checkpoints = None
     if paths.checkpoint_dir.is_dir():
         fingerprint = {k: v for k, v in hp.for_algorithm().items() if k not in ("device", "early_stopping_patience")}
@@ -72,22 +112,41 @@ def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) 
 
     model = recommender_class(hp.algorithm)(hp, len(data.users), len(data.items))
     ctx = FitContext(
-        evaluator=evaluator, stop=stop, resources=resources, checkpoints=checkpoints, report_metrics=report_metrics
+        evaluator=evaluator,
+        stop=stop,
+        resources=resources,
+        checkpoints=checkpoints,
+        report_metrics=validation_reporter(hp.top_k),
+        refit=hp.refit and data.validation_carved,
     )
     fit_started = time.time()
     result = model.fit(data, ctx)
     fit_seconds = time.time() - fit_started
+    phases.update(result.info.get("phases", {}))
     stop.check()
-    full = evaluator.full_ranking(model)
-    metrics = {**result.metrics, **full}
-    report_metrics(metrics, final="best")
+    validation = dict(result.metrics)
+    print(format_metrics({**validation, **role_names("validation", validation, hp.top_k)}, final="selected"))
+    metrics: dict = {"validation": validation}
+    if data.test is not None:
+        test_started = time.time()
+        known = concat(data.known_pairs(), data.test)
+        tester = Evaluator(data.all, data.test, hp.top_k, hp.num_eval_negatives, hp.seed, known=known)
+        metrics["test"] = tester.evaluate(model, full=True)
+        phases["test_seconds"] = round(time.time() - test_started, 3)
+        print(format_metrics(role_names("test", metrics["test"], hp.top_k)), flush=True)
+    held_out, notes = _evaluation_notes(data, result.refit, hp)
+    for note in notes:
+        log.info("evaluation: %s", note)
+    evaluation = {"held_out": held_out, "notes": notes, "refit": result.refit}
 
     report = {
         "algorithm": hp.algorithm,
         "metrics": metrics,
+        **evaluation,
         "history": result.history,
         "info": result.info,
         "data": data.report,
+        "phases": phases,
         "fit_seconds": round(fit_seconds, 3),
         "total_seconds": round(time.time() - started, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -102,7 +161,11 @@ def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) 
         data.all.item_popularity(),
         hp,
         metrics,
-        extra={"training": {k: report[k] for k in ("fit_seconds", "info")}, "data": data.report},
+        extra={
+            "evaluation": evaluation,
+            "training": {k: report[k] for k in ("fit_seconds", "phases", "info")},
+            "data": data.report,
+        },
     )
     log.info("model written to %s", paths.model_dir)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)

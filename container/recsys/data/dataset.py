@@ -1,9 +1,14 @@
-"""Channels → ``TrainingData``: id maps, the training interactions, and the held-out test interactions.
+"""Channels → ``TrainingData``: id maps and the interactions of three roles that never mix.
 
-- ``train`` channel (required) defines the users and items the model knows.
-- ``test`` (or ``validation``) channel, when given, is the held-out set; rows whose user or item never appears in
-  training are reported and skipped. Without one, each user's latest interaction (by timestamp; a random one when
-  there are no timestamps) is held out — the leave-one-out protocol of the NCF paper.
+- ``train`` (required): what the model learns from; it defines the users and items the model knows.
+- ``validation``: model selection (best epoch, early stopping). Without a validation channel, each user's latest
+  interaction (by timestamp; a seeded random one without timestamps) is carved out of ``train``; the job then
+  refits on all of ``train`` with the selected settings (``refit``).
+- ``test`` (optional): reported once, on the final model; it never influences the model. Without it only
+  validation metrics are reported.
+
+Rows of ``validation``/``test`` whose user or item never appears in ``train`` are reported and skipped. Pairs that
+``test`` (or a ``validation`` channel) shares with ``train`` are counted: metrics on them are not held-out.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.ids import IdIndex
-from recsys.data.interactions import Interactions
+from recsys.data.interactions import Interactions, contains_pairs
 from recsys.data.presets import CleanFrame, load_channel
 from recsys.errors import UserError
 from recsys.hyperparameters import Hyperparameters
@@ -24,17 +29,24 @@ from recsys.paths import SageMakerPaths
 log = logging.getLogger(__name__)
 
 TRAIN_CHANNEL = "train"
-EVAL_CHANNELS = ("test", "validation")
+VALIDATION_CHANNEL = "validation"
+TEST_CHANNEL = "test"
 
 
 @dataclass
 class TrainingData:
     users: IdIndex
     items: IdIndex
-    all: Interactions  # the whole train channel: the artifact's seen lists and popularity come from here
-    train: Interactions  # what the model is fitted on (all minus the leave-one-out hold-out)
-    test: Interactions  # held-out pairs the evaluator ranks
+    all: Interactions  # the whole train channel: what a refit trains on; the artifact's seen lists and popularity
+    train: Interactions  # what model selection trains on: ``all`` minus the carved validation interactions
+    validation: Interactions  # what selects (best epoch, early stopping)
+    test: Interactions | None = None  # reported once on the final model; None without a test channel
+    validation_carved: bool = True  # carved from ``all`` (so a refit on ``all`` is worth it) or its own channel
     report: dict = field(default_factory=dict)
+
+    def known_pairs(self) -> Interactions:
+        """Every (user, item) the users interacted with in train and validation: never a sampled negative."""
+        return concat(self.all, self.validation)
 
 
 def load_training_data(paths: SageMakerPaths, hp: Hyperparameters) -> TrainingData:
@@ -46,9 +58,11 @@ def load_training_data(paths: SageMakerPaths, hp: Hyperparameters) -> TrainingDa
             "start the job with a channel named `train`"
         )
     train = load_channel(train_dir, TRAIN_CHANNEL, hp)
-    eval_name = next((c for c in EVAL_CHANNELS if paths.channel(c).exists()), None)
-    evaluation = load_channel(paths.channel(eval_name), eval_name, hp) if eval_name else None
-    return build(train, evaluation, hp, eval_name)
+    optional = {
+        name: load_channel(paths.channel(name), name, hp) if paths.channel(name).exists() else None
+        for name in (VALIDATION_CHANNEL, TEST_CHANNEL)
+    }
+    return build(train, optional[VALIDATION_CHANNEL], optional[TEST_CHANNEL], hp)
 
 
 def _index(frame: pd.DataFrame) -> tuple[IdIndex, IdIndex, np.ndarray, np.ndarray]:
@@ -70,62 +84,103 @@ def _interactions(
     )
 
 
+def concat(a: Interactions, b: Interactions) -> Interactions:
+    both_ts = a.timestamps is not None and b.timestamps is not None
+    return Interactions(
+        np.concatenate([a.users, b.users]),
+        np.concatenate([a.items, b.items]),
+        np.concatenate([a.weights, b.weights]),
+        np.concatenate([a.timestamps, b.timestamps]) if both_ts else None,
+        a.n_users,
+        a.n_items,
+    )
+
+
+def overlap(held: Interactions, train: Interactions) -> int:
+    """How many rows of ``held`` are (user, item) pairs that also occur in ``train``."""
+    return int(contains_pairs(train.pair_keys(), held.users * np.int64(held.n_items) + held.items).sum())
+
+
+def _aligned(channel: CleanFrame, name: str, users: IdIndex, items: IdIndex, report: dict) -> Interactions | None:
+    """A validation/test channel over train's indices; rows with an unknown user or item are reported and
+    skipped. None when no row is usable."""
+    user_idx = users.lookup_normalized(channel.frame["user"])
+    item_idx = items.lookup_normalized(channel.frame["item"])
+    unknown_user, unknown_item = user_idx < 0, (item_idx < 0) & (user_idx >= 0)
+    skipped = {"unknown user": int(unknown_user.sum()), "unknown item": int(unknown_item.sum())}
+    usable = ~(unknown_user | unknown_item)
+    report[name] = {**channel.report(), "rows_skipped": {k: v for k, v in skipped.items() if v}}
+    if any(skipped.values()):
+        log.warning(
+            "%s channel: skipped %d row(s) with a user never seen in training and %d with an unknown item",
+            name,
+            skipped["unknown user"],
+            skipped["unknown item"],
+        )
+    if not usable.any():
+        log.warning("%s channel has no usable rows (every user or item is unknown to training)", name)
+        report[name]["note"] = "no rows with users and items known to training"
+        return None
+    return _interactions(
+        channel.frame[usable], user_idx[usable], item_idx[usable], len(users), len(items), channel.has_timestamps
+    )
+
+
 def build(
-    train: CleanFrame, evaluation: CleanFrame | None, hp: Hyperparameters, eval_name: str | None = None
+    train: CleanFrame,
+    validation: CleanFrame | None,
+    test: CleanFrame | None,
+    hp: Hyperparameters,
 ) -> TrainingData:
     users, items, user_codes, item_codes = _index(train.frame)
     everything = _interactions(train.frame, user_codes, item_codes, len(users), len(items), train.has_timestamps)
     report: dict = {"train": train.report(), "n_users": len(users), "n_items": len(items)}
 
-    test = None
-    if evaluation is not None:
-        test_users = users.lookup_normalized(evaluation.frame["user"])
-        test_items = items.lookup_normalized(evaluation.frame["item"])
-        unknown_user, unknown_item = test_users < 0, (test_items < 0) & (test_users >= 0)
-        skipped = {"unknown user": int(unknown_user.sum()), "unknown item": int(unknown_item.sum())}
-        known = ~(unknown_user | unknown_item)
-        report[eval_name] = {**evaluation.report(), "rows_skipped": {k: v for k, v in skipped.items() if v}}
-        if any(skipped.values()):
-            log.warning(
-                "%s channel: skipped %d row(s) with a user never seen in training and %d with an unknown item",
-                eval_name,
-                skipped["unknown user"],
-                skipped["unknown item"],
-            )
-        if known.any():
-            frame = evaluation.frame[known]
-            test = _interactions(
-                frame, test_users[known], test_items[known], len(users), len(items), evaluation.has_timestamps
-            )
-            report["split"] = f"{eval_name} channel"
-        else:
-            log.warning(
-                "%s channel has no usable rows (all users/items unknown); holding out from train instead", eval_name
-            )
-            report["split_note"] = f"{eval_name} channel had no rows with known users and items"
-    if test is None:
-        train_part, test = leave_one_out(everything, hp.seed)
-        report["split"] = (
-            "leave-one-out by timestamp"
-            if everything.timestamps is not None
-            else "leave-one-out, random item (no timestamps)"
-        )
+    held = _aligned(validation, VALIDATION_CHANNEL, users, items, report) if validation is not None else None
+    if held is not None:
+        fit_part, carved = everything, False
+        report["validation_source"] = "validation channel"
     else:
-        train_part = everything
-    if len(test) == 0:
-        raise UserError(
-            "nothing to evaluate on: no user has 2 or more interactions to hold one out, and no `test` channel "
-            "was given; add a `test` or `validation` channel"
+        fit_part, held = leave_one_out(everything, hp.seed)
+        carved = True
+        report["validation_source"] = (
+            "carved from train: each user's latest interaction"
+            if everything.timestamps is not None
+            else "carved from train: one seeded random interaction per user (no timestamps)"
         )
-    report["train_interactions"] = len(train_part)
-    report["test_interactions"] = len(test)
-    return TrainingData(users, items, everything, train_part, test, report)
+    if len(held) == 0:
+        raise UserError(
+            "nothing to validate on: no user has interactions with 2 or more items to hold one out, and no "
+            "`validation` channel was given; add a `validation` channel"
+        )
+    held_test = _aligned(test, TEST_CHANNEL, users, items, report) if test is not None else None
+
+    overlaps = {VALIDATION_CHANNEL: overlap(held, fit_part)}
+    if held_test is not None:
+        overlaps[TEST_CHANNEL] = overlap(held_test, everything)
+    for name, count in overlaps.items():
+        if count:
+            log.warning(
+                "%d of %d %s pairs also occur in the train channel: %s metrics are not held-out%s",
+                count,
+                len(held_test if name == TEST_CHANNEL else held),
+                name,
+                name,
+                " (the same data passed as train and test?)" if name == TEST_CHANNEL else "",
+            )
+    report["overlap_with_train"] = overlaps
+    report["train_interactions"] = len(fit_part)
+    report["validation_interactions"] = len(held)
+    report["test_interactions"] = len(held_test) if held_test is not None else 0
+    return TrainingData(users, items, everything, fit_part, held, held_test, carved, report)
 
 
 def leave_one_out(data: Interactions, seed: int) -> tuple[Interactions, Interactions]:
     """Hold out each user's latest interaction (ties and missing timestamps broken by a seeded random draw).
 
-    Users with a single interaction keep it in training (they could not be trained on otherwise).
+    Every row of the held-out (user, item) pair leaves the training part, so the held-out item is truly unseen.
+    Users with a single distinct item keep it in training (they could not be trained on otherwise). Returns
+    (training part, held-out part with one row per user).
     """
     rng = np.random.default_rng(seed)
     tiebreak = rng.random(len(data))
@@ -133,8 +188,8 @@ def leave_one_out(data: Interactions, seed: int) -> tuple[Interactions, Interact
     order = np.lexsort((tiebreak, time, data.users))  # by user, then time, then random
     sorted_users = data.users[order]
     last_of_user = np.r_[sorted_users[1:] != sorted_users[:-1], True]
-    counts = np.bincount(data.users, minlength=data.n_users)
-    held = order[last_of_user & (counts[sorted_users] >= 2)]
-    mask = np.zeros(len(data), dtype=bool)
-    mask[held] = True
-    return data.subset(~mask), data.subset(np.sort(held))
+    keys = data.users * np.int64(data.n_items) + data.items
+    distinct_items = np.bincount(np.unique(keys) // np.int64(data.n_items), minlength=data.n_users)
+    held = order[last_of_user & (distinct_items[sorted_users] >= 2)]
+    held_out_pair = contains_pairs(np.sort(keys[held]), keys)
+    return data.subset(~held_out_pair), data.subset(np.sort(held))

@@ -164,75 +164,120 @@ class ALSRecommender(Recommender):
 
     # -- training
     def fit(self, data: TrainingData, ctx: FitContext) -> FitResult:
+        """Fit on ``data.train``, measure on validation, then (``ctx.refit``) fit again on ``data.all`` with the same
+        settings, in the same Spark session. Each finished fit is a checkpoint (step 1: selection, step 2: refit);
+        a resumed job skips the fits its checkpoints hold. Spark gives no state inside a fit: a fit cut short by
+        SIGTERM starts over when the job resumes."""
         info: dict[str, Any] = {
             "confidence": CONFIDENCE if self.hp.implicit_prefs else "explicit ratings",
             "implicit_prefs": self.hp.implicit_prefs,
-            "resumed_from_checkpoint": False,
+            "resumed_from_checkpoint": None,
         }
         resumed = ctx.checkpoints.latest() if ctx.checkpoints is not None else None
-        if resumed is not None:
-            path, meta = resumed
-            with np.load(path, allow_pickle=False) as saved:
-                self._set_factors(saved["user_factors"], saved["item_factors"])
-            info["resumed_from_checkpoint"] = True
-            log.info("ALS factors restored from checkpoint %s: no refit", path.name)
-        else:
-            self._fit_with_spark(data, ctx, info)
-            if ctx.checkpoints is not None:
-                ctx.checkpoints.save(self.hp.max_iter, self._write_npz, info={"kind": "als-factors"})
+        resumed_phase = None
+        phases: dict[str, float] = {}
+        refit = None
+        started = time.perf_counter()
+        with self._spark_fits(ctx, info) as fit_factors:
+            if resumed is not None:
+                path, meta = resumed
+                with np.load(path, allow_pickle=False) as saved:
+                    self._set_factors(saved["user_factors"], saved["item_factors"])
+                resumed_phase = info["resumed_from_checkpoint"] = meta.get("phase", "select")
+                log.info("ALS factors restored from checkpoint %s (%s fit): not fitted again", path.name, resumed_phase)
+            else:
+                self._set_factors(*fit_factors(data.train))
+                self._checkpoint(ctx, "select")
+            if resumed_phase == "refit":  # both fits were done before the job stopped
+                selection = resumed[1]["selection"]
+                refit = {**selection["refit"], "resumed_from_checkpoint": True}
+            else:
+                ctx.stop.check()
+                metrics = ctx.evaluator.sampled(self)
+                ctx.report_metrics(metrics, iteration=self.hp.max_iter)
+                selection = {"metrics": self.selected_metrics(ctx, metrics)}
+                phases["select_seconds"] = round(time.perf_counter() - started, 3)
+                if ctx.refit:
+                    refit_started = time.perf_counter()
+                    self._set_factors(*fit_factors(data.all))
+                    refit = {"interactions": len(data.all), "seconds": round(time.perf_counter() - refit_started, 3)}
+                    selection["refit"] = refit
+                    self._checkpoint(ctx, "refit", selection)
+                    phases["refit_seconds"] = refit["seconds"]
+        info["phases"] = phases
+        metrics = selection["metrics"]
+        history = [{"iteration": self.hp.max_iter, "HR": metrics["HR"], "NDCG": metrics["NDCG"]}]
+        return FitResult(metrics=dict(metrics), history=history, info=info, refit=refit)
 
-        ctx.stop.check()
-        metrics = ctx.evaluator.sampled(self)
-        ctx.report_metrics(metrics)
-        history = [{"iteration": self.hp.max_iter, **metrics}]
-        return FitResult(metrics=dict(metrics), history=history, info=info)
+    def _checkpoint(self, ctx: FitContext, phase: str, selection: dict | None = None) -> None:
+        if ctx.checkpoints is not None:
+            extra = {"selection": selection} if selection is not None else {}
+            step = 1 if phase == "select" else 2
+            ctx.checkpoints.save(step, self._write_npz, info={"kind": "als-factors", "phase": phase, **extra})
 
-    def _fit_with_spark(self, data: TrainingData, ctx: FitContext, info: dict[str, Any]) -> None:
+    @contextlib.contextmanager
+    def _spark_fits(self, ctx: FitContext, info: dict[str, Any]):
+        """Yields ``fit_factors(interactions) -> (user factors, item factors)``. The Spark session starts at the
+        first call (a job resumed past every fit never starts a JVM) and serves every later one."""
         from recsys.models import spark_session as sessions
 
-        shared = ctx.extra.get(SPARK_SESSION_KEY) or sessions.active_session()
         timings: dict[str, Any] = {}
-        started = time.perf_counter()
-        try:
-            if shared is not None:
-                info.update(master=shared.sparkContext.master, spark_session="shared (left running)")
+        shared = ctx.extra.get(SPARK_SESSION_KEY) or sessions.active_session()
+        with contextlib.ExitStack() as stack:
+            state: dict[str, Any] = {}
+
+            def session() -> SparkSession:
+                if "spark" not in state:
+                    if shared is not None:
+                        info.update(master=shared.sparkContext.master, spark_session="shared (left running)")
+                        state["spark"] = shared
+                    else:
+                        settings = sessions.settings_for(ctx.resources)
+                        info.update(
+                            master=settings.master, driver_memory=settings.driver_memory, partitions=settings.partitions
+                        )
+                        # Started outside `interruptible`: a SIGTERM while Spark starts is acted on once it is
+                        # up, and the teardown itself is never cut short by a second signal.
+                        state["spark"] = stack.enter_context(sessions.spark_session(settings, timings))
+                        info["spark_version"] = state["spark"].version
+                return state["spark"]
+
+            def fit_factors(train: Interactions) -> tuple[np.ndarray, np.ndarray]:
+                spark = session()
+                fit_timings: dict[str, Any] = {}
                 try:
                     with ctx.stop.interruptible():
-                        users, items = train_factors(shared, data.train, self.hp, timings=timings)
-                except BaseException:
-                    with contextlib.suppress(Exception):  # the session lives on: leave no job of ours running
-                        shared.sparkContext.cancelAllJobs()
+                        factors = train_factors(spark, train, self.hp, timings=fit_timings)
+                except TrainingStopped:
                     raise
-            else:
-                settings = sessions.settings_for(ctx.resources)
-                info.update(
-                    master=settings.master, driver_memory=settings.driver_memory, partitions=settings.partitions
+                except BaseException as exc:
+                    if shared is not None:
+                        with contextlib.suppress(Exception):  # the session lives on: leave no job of ours running
+                            shared.sparkContext.cancelAllJobs()
+                    # A SIGTERM inside a py4j call surfaces wrapped in py4j's own error.
+                    if ctx.stop.requested and isinstance(exc, Exception):
+                        raise TrainingStopped(STOPPED) from exc
+                    raise
+                for key, value in fit_timings.items():
+                    timings[key] = round(timings.get(key, 0.0) + value, 3)
+                log.info(
+                    "ALS rank=%d max_iter=%d implicit=%s on %d interactions: fit %.1f s",
+                    self.hp.rank,
+                    self.hp.max_iter,
+                    self.hp.implicit_prefs,
+                    len(train),
+                    fit_timings.get("fit_seconds", 0.0),
                 )
-                # The session is outside `interruptible`: a SIGTERM while Spark starts is acted on as soon as it
-                # is up, and the teardown itself is never cut short by a second signal.
-                with sessions.spark_session(settings, timings) as spark:
-                    info["spark_version"] = spark.version
-                    with ctx.stop.interruptible():
-                        users, items = train_factors(spark, data.train, self.hp, timings=timings)
-        except TrainingStopped:
-            raise
-        except Exception as exc:
-            # A SIGTERM inside a py4j call surfaces wrapped in py4j's own error.
-            if ctx.stop.requested:
-                raise TrainingStopped(STOPPED) from exc
-            raise
-        info.update(timings)
-        info["spark_total_seconds"] = round(time.perf_counter() - started, 3)
-        self._set_factors(users, items)
-        log.info(
-            "ALS rank=%d max_iter=%d implicit=%s: Spark start %.1f s, fit %.1f s (total with Spark %.1f s)",
-            self.hp.rank,
-            self.hp.max_iter,
-            self.hp.implicit_prefs,
-            timings.get("spark_start_seconds", 0.0),
-            timings.get("fit_seconds", 0.0),
-            info["spark_total_seconds"],
-        )
+                return factors
+
+            started = time.perf_counter()
+            try:
+                yield fit_factors
+            finally:
+                if state:
+                    stack.close()  # stops a session of our own (and its JVM) now, so the timings include it
+                    info.update(timings)
+                    info["spark_total_seconds"] = round(time.perf_counter() - started, 3)
 
     # -- inference (numpy only)
     def _require_fitted(self) -> None:

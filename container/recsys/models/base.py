@@ -25,22 +25,26 @@ if TYPE_CHECKING:
 
 @dataclass
 class FitContext:
-    """What a ``fit`` gets besides the data: how to evaluate, checkpoint, stop and report."""
+    """What a ``fit`` gets besides the data: how to select, checkpoint, stop and report."""
 
-    evaluator: Evaluator
+    evaluator: Evaluator  # over the validation interactions: the only thing that selects
     stop: StopController
     resources: ResourceConfig
     checkpoints: Checkpointer | None = None  # None when /opt/ml/checkpoints does not exist
-    # report_metrics(metrics, **prefix): prints `epoch=3; HR=..;` lines (train.py); the prefix is optional.
+    # report_metrics(metrics, **prefix): prints `epoch=3; HR=..;` validation lines (train.py); prefix optional.
     report_metrics: Callable[..., None] = lambda metrics, **prefix: None
+    refit: bool = False  # after selecting, retrain on ``data.all`` with the selected settings
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class FitResult:
-    metrics: dict[str, float]  # final (best-epoch) metrics on the held-out data
+    # The selected model's validation metrics (sampled HR/NDCG, full ranking; NCF: best epoch, its loss), measured
+    # before any refit: a refit model has seen the validation interactions.
+    metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch / stage
     info: dict[str, Any] = field(default_factory=dict)  # device, timings, samples/s, ... (goes to the manifest)
+    refit: dict[str, Any] | None = None  # what the refit did (settings, seconds); None when there was none
 
 
 class Recommender(ABC):
@@ -56,7 +60,12 @@ class Recommender(ABC):
     # -- training
     @abstractmethod
     def fit(self, data: TrainingData, ctx: FitContext) -> FitResult:
-        """Train on ``data.train``; evaluate with ``ctx.evaluator``; keep the best state. Returns final metrics."""
+        """Train on ``data.train`` and select on ``ctx.evaluator`` (validation); then, when ``ctx.refit``, retrain
+        on ``data.all`` with the selected settings. Afterwards this object is the model to ship."""
+
+    def selected_metrics(self, ctx: FitContext, metrics: dict[str, float]) -> dict[str, float]:
+        """``metrics`` of the selected model plus its full-ranking validation metrics: call before any refit."""
+        return {**metrics, **ctx.evaluator.full_ranking(self)}
 
     # -- inference (numpy in, numpy out; vectorized over all candidates)
     @abstractmethod

@@ -18,6 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,24 +164,43 @@ class NCFRecommender(Recommender):
             if found is not None:
                 resume_path, _meta = found
                 resume = load_checkpoint(resume_path)
-        train = data.train
-        leader = Leader(
-            evaluate=lambda net: self._evaluate(net, ctx),
-            report=ctx.report_metrics,
-            stop=ctx.stop,
-            checkpoints=ctx.checkpoints,
-        )
         started = time.perf_counter()
-        if world_size > 1:
-            net, results = self._fit_distributed(cfg, train, world_size, leader, resume, resume_path, threads)
+        if resume is not None and resume.get("phase") == "refit":
+            selection = resume["selection"]  # selection had finished before the job stopped
+            log.info("selection finished in an earlier run (best epochs %s): resuming the refit", selection["epochs"])
         else:
-            net, results = self._trainer(cfg, train, device, DistInfo(), leader).run(resume)
-        wall = time.perf_counter() - started
-        self.set_net(net.eval())
+            leader = Leader(
+                evaluate=lambda net: self._evaluate(net, ctx),
+                report=ctx.report_metrics,
+                stop=ctx.stop,
+                checkpoints=ctx.checkpoints,
+            )
+            net, results = self._train(cfg, data.train, world_size, leader, resume, resume_path, threads)
+            self.set_net(net.eval())
+            selection = self._selection(results, world_size, resume_path)
+            selection["metrics"] = self.selected_metrics(ctx, selection["metrics"])
+            resume = resume_path = None
+        select_seconds = time.perf_counter() - started
+        refit = None
+        if ctx.refit:
+            refit = self._refit(cfg, data, ctx, selection, world_size, resume, resume_path, threads)
+        info = {**selection["info"], "phases": {"select_seconds": round(select_seconds, 3)}}
+        if refit is not None:
+            info["phases"]["refit_seconds"] = refit["seconds"]
+        return FitResult(metrics=selection["metrics"], history=selection["history"], info=info, refit=refit)
+
+    def _train(self, cfg, train, world_size, leader, resume, resume_path, threads):
+        if world_size > 1:
+            return self._fit_distributed(cfg, train, world_size, leader, resume, resume_path, threads)
+        return self._trainer(cfg, train, self.device, DistInfo(), leader).run(resume)
+
+    def _selection(self, results, world_size: int, resume_path) -> dict[str, Any]:
+        """What selection chose and measured (plain values: it travels in refit checkpoints)."""
         final = results[-1]
         history = [row for r in results for row in r.history]
         train_seconds = sum(r.train_seconds for r in results)
         samples = sum(r.samples for r in results)
+        device = self.device
         metrics: dict[str, Any] = {k: final.best[k] for k in ("HR", "NDCG", "Loss") if k in final.best}
         metrics["best_epoch"] = final.best.get("epoch", 0)
         info = {
@@ -191,12 +211,38 @@ class NCFRecommender(Recommender):
             "batch_size": history[-1]["batch_size"] if history else None,
             "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
             "train_seconds": round(train_seconds, 3),
-            "fit_wall_seconds": round(wall, 3),
             "epochs_run": sum(r.epochs_run for r in results),
             "stages": {r.stage: {**r.best, "epochs_run": r.epochs_run} for r in results},
             "resumed_from": str(resume_path.name) if resume_path else None,
         }
-        return FitResult(metrics=metrics, history=history, info=info)
+        epochs = {r.stage: int(r.best.get("epoch") or r.epochs_run or 1) for r in results}
+        return {"metrics": metrics, "history": history, "info": info, "epochs": epochs}
+
+    def _refit(self, cfg, data, ctx, selection, world_size, resume, resume_path, threads) -> dict[str, Any]:
+        """Retrain on all of ``train`` for each stage's selected number of epochs; the last state is the model."""
+        refit_cfg = replace(cfg, phase="refit", stage_epochs=dict(selection["epochs"]), patience=0)
+        leader = Leader(
+            evaluate=None,
+            report=ctx.report_metrics,
+            stop=ctx.stop,
+            checkpoints=ctx.checkpoints,
+            checkpoint_extra={"selection": selection},
+        )
+        log.info("refit on all %d interactions of train: epochs %s", len(data.all), refit_cfg.stage_epochs)
+        started = time.perf_counter()
+        net, results = self._train(refit_cfg, data.all, world_size, leader, resume, resume_path, threads)
+        self.set_net(net.eval())
+        train_seconds = sum(r.train_seconds for r in results)
+        samples = sum(r.samples for r in results)
+        return {
+            "epochs": refit_cfg.stage_epochs,
+            "interactions": len(data.all),
+            "train_seconds": round(train_seconds, 3),
+            "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+            "final_loss": results[-1].best.get("Loss"),
+            "resumed_from": str(resume_path.name) if resume_path else None,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
 
     def _trainer(self, cfg: TrainConfig, train, device: torch.device, dist: DistInfo, leader: Leader) -> Trainer:
         """Rank 0's trainer (this process): it evaluates, reports and checkpoints through ``leader``."""

@@ -65,6 +65,11 @@ class TrainConfig:
     recency_weight: float = 0.0
     recency_power: float = 1.0
     auto_batch: bool = False  # batch_size left at its default: may shrink for small data (see MIN_STEPS_PER_EPOCH)
+    # "select": evaluate every epoch on validation, keep the best, stop early. "refit": train each stage for exactly
+    # ``stage_epochs[stage]`` epochs (the selected ones), no evaluation, keep the last state. The learning-rate
+    # schedule spans ``epochs`` in both, so a refit epoch sees the learning rate its selected twin saw.
+    phase: str = "select"
+    stage_epochs: dict[str, int] | None = None
 
     @classmethod
     def from_hp(cls, hp: Any) -> TrainConfig:
@@ -98,6 +103,14 @@ class TrainConfig:
     def stages(self) -> list[str]:
         return ["gmf", "mlp", "neumf"] if self.pretrain else [self.model_type]
 
+    def epochs_of(self, stage: str) -> int:
+        return self.stage_epochs[stage] if self.stage_epochs is not None else self.epochs
+
+    def checkpoint_step(self, stage_index: int, epoch: int) -> int:
+        """Checkpoint numbering: every selection epoch of every stage, then every refit epoch, in order."""
+        offset = len(self.stages()) if self.phase == "refit" else 0
+        return (offset + stage_index) * self.epochs + epoch
+
 
 @dataclass
 class DistInfo:
@@ -116,10 +129,11 @@ class DistInfo:
 class Leader:
     """What only rank 0 does: evaluate, report, checkpoint, notice SIGTERM, and show the recommender each net."""
 
-    evaluate: Callable[[NCFNet], dict[str, float]]
+    evaluate: Callable[[NCFNet], dict[str, float]] | None  # None in the refit phase
     report: Callable[..., None]
     stop: Any  # StopController
     checkpoints: Any = None  # Checkpointer | None
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint (refit: selection)
 
 
 @dataclass
@@ -278,6 +292,8 @@ class Trainer:
         generator.manual_seed(cfg.seed * 1000 + stage_index)
         steps_per_epoch = math.ceil(self.samples_per_epoch / batch_size)
         total_steps = steps_per_epoch * cfg.epochs
+        epochs = cfg.epochs_of(stage)
+        evaluate = self.leader.evaluate if self.leader is not None else None
         result = StageResult(stage=stage, best_state=None)
         bad_epochs, first_epoch, start_batch = 0, 1, 0
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -291,7 +307,7 @@ class Trainer:
             result = StageResult(**saved)
             bad_epochs = resume["bad_epochs"]
             if resume.get("finished"):  # the stage had ended (last epoch or early stop)
-                first_epoch = cfg.epochs + 1
+                first_epoch = epochs + 1
             elif resume["batch"] is None:  # saved at the end of an epoch
                 first_epoch = resume["epoch"] + 1
                 generator.set_state(resume["rng"]["sampler"])
@@ -310,6 +326,8 @@ class Trainer:
                 return
             payload = {
                 "format": CHECKPOINT_FORMAT,
+                "phase": cfg.phase,
+                **self.leader.checkpoint_extra,
                 "stage": stage,
                 "stage_index": stage_index,
                 "epoch": epoch,
@@ -330,12 +348,12 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 },
             }
-            step = stage_index * cfg.epochs + epoch
-            info = {"stage": stage, "epoch": epoch, "batch": batch}
+            step = cfg.checkpoint_step(stage_index, epoch)
+            info = {"phase": cfg.phase, "stage": stage, "epoch": epoch, "batch": batch}
             self.leader.checkpoints.save(step, lambda path: torch.save(payload, path), info)
 
         epoch = first_epoch
-        for epoch in range(first_epoch, cfg.epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             started = time.perf_counter()
             if restore_rng is not None:  # resuming mid-epoch: replay this epoch's draws
                 generator.set_state(restore_rng)
@@ -386,11 +404,20 @@ class Trainer:
             result.train_seconds += seconds
             result.samples += n
             result.epochs_run += 1
-            keep_going = True
-            if self.leader is not None:
+            keep_going = epoch < epochs
+            if self.leader is not None and evaluate is None:  # refit: no validation to look at
+                result.best = {"Loss": mean_loss, "epoch": epoch}
+                result.history.append(
+                    {"stage": stage, "phase": cfg.phase, "epoch": epoch, "Loss": mean_loss, "batch_size": batch_size}
+                )
+                log.info(
+                    "refit %s epoch %d/%d: loss %.4f, %.0f samples/s", stage, epoch, epochs, mean_loss, n / seconds
+                )
+                checkpoint(epoch, None, None, finished=not keep_going)
+            elif self.leader is not None:
                 eval_started = time.perf_counter()
                 net.eval()
-                metrics = self.leader.evaluate(net)
+                metrics = evaluate(net)
                 eval_seconds = time.perf_counter() - eval_started
                 row = {
                     "stage": stage,
@@ -415,7 +442,7 @@ class Trainer:
                     if cfg.patience and bad_epochs >= cfg.patience:
                         log.info("%s: no better HR for %d epochs, stopping after epoch %d", stage, bad_epochs, epoch)
                         keep_going = False
-                checkpoint(epoch, None, None, finished=not keep_going or epoch == cfg.epochs)
+                checkpoint(epoch, None, None, finished=not keep_going)
             if not self._agree(keep_going):
                 break
         return result

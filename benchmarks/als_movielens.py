@@ -7,9 +7,9 @@
 
 Data: ``--ml100k DIR`` or ``RECSYS_ML100K_DIR`` (default ../shared/data/ml-100k), ``--retail FILE`` or
 ``RECSYS_RETAIL_CSV`` (default ../shared/data/online-retail/online_retail_sample.csv); each part is skipped, saying
-so, when its file is absent. Protocol: leave-one-out by timestamp, held-out item ranked among 99 sampled unseen
-items (the NCF paper's), HR@10 / NDCG@10 — `recsys.evaluation.Evaluator`, the same code `train` uses.
-Target (issue 2): implicit ALS with the default hyperparameters, HR@10 ≥ 0.65.
+so, when its file is absent. HR@10 / NDCG@10 here are measured on `train`'s own validation (each user's latest
+interaction, carved out of the file): VALIDATION figures, for comparing settings; held-out test figures over seeds
+come from ``benchmarks/quality.py`` only.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from recsys.lifecycle import StopController
 from recsys.models.als import ALSRecommender, train_factors
 from recsys.models.base import FitContext
 from recsys.resources import ResourceConfig
-
-TARGET_HR = 0.65
 
 
 def popularity_baseline(data_file: Path, hyperparameters: dict, label: str) -> dict:
@@ -91,8 +89,7 @@ def defaults_report(args) -> None:
         ml = args.ml100k / "u.data"
         implicit = fit_once(ml, {"algorithm": "als", "preset": "movielens", **args.set}, "ml-100k implicit (defaults)")
         popularity_baseline(ml, {"algorithm": "als", "preset": "movielens"}, "ml-100k popularity baseline")
-        verdict = "MEETS" if implicit["HR@10"] >= TARGET_HR else "MISSES"
-        print(f"target HR@10 >= {TARGET_HR}: {verdict} ({implicit['HR@10']})", flush=True)
+        print(f"validation HR@10 {implicit['HR@10']} (held-out test over seeds: benchmarks/quality.py)", flush=True)
         fit_once(
             ml,
             {"algorithm": "als", "preset": "movielens", "implicit_prefs": "false", **args.set},

@@ -11,12 +11,11 @@ layer and the real ``NCFRecommender.fit``.
 
 Data: ``--ml100k DIR`` or ``RECSYS_ML100K_DIR`` (default ../shared/data/ml-100k), ``--retail FILE`` or
 ``RECSYS_RETAIL_CSV`` (default ../shared/data/online-retail/online_retail_sample.csv); each part is skipped, saying
-so, when its file is absent. Protocol: leave-one-out by timestamp, the held-out item ranked among 99 sampled unseen
-items, HR@10 / NDCG@10 (``recsys.evaluation.Evaluator``, the code ``train`` uses).
-
-Targets (issue 2): NeuMF HR@10 ≥ 0.68 and NDCG@10 ≥ 0.40 with the default hyperparameters; HR@10 ≥ 0.68 within 15 s
-of training (evaluation excluded) on 2 CPU cores. "Training seconds" below are the sum of the epochs' training
-loops (sampling, batching, forward/backward/step), without evaluation, data loading and process start.
+so, when its file is absent. The whole file is the train channel and `train`'s own validation (each user's latest
+interaction, carved out) is what HR@10 / NDCG@10 here measure: these are VALIDATION figures, the ones that select the
+epoch, useful for speed and for comparing settings. Held-out test figures, over seeds, come from
+``benchmarks/quality.py`` only. "Training seconds" below are the sum of the epochs' training loops (sampling,
+batching, forward/backward/step), without evaluation, data loading and process start.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from recsys.models.base import FitContext
 from recsys.models.ncf import THREADS_KEY, NCFRecommender
 from recsys.resources import ResourceConfig
 
-TARGET_HR, TARGET_NDCG, TARGET_SECONDS = 0.68, 0.40, 15.0
+TARGET_HR, TARGET_SECONDS = 0.68, 15.0  # time to this validation HR@10 (a speed figure)
 NCF_KEYS = (
     "model_type",
     "epochs",
@@ -85,8 +84,8 @@ def fit_once(data_file: Path, hyperparameters: dict, label: str, threads: int | 
                 cumulative = cumulative_row
     summary = {
         "run": label,
-        "HR@10": round(result.metrics["HR"], 4),
-        "NDCG@10": round(result.metrics["NDCG"], 4),
+        "validation_HR@10": round(result.metrics["HR"], 4),
+        "validation_NDCG@10": round(result.metrics["NDCG"], 4),
         "best_epoch": result.metrics["best_epoch"],
         "epochs_run": result.info["epochs_run"],
         "train_s": result.info["train_seconds"],
@@ -125,20 +124,18 @@ def quality(args) -> None:
                 hp_seed = {**hps, "seed": seed} if seed is not None else hps
                 label = f"ml-100k {model_type}" + (f" seed={seed}" if seed is not None else "")
                 runs.append(fit_once(ml_file, hp_seed, label, args.threads, quiet=bool(args.seeds)))
-            if model_type == "neumf" or len(runs) > 1:
-                for run in runs:
-                    ok_quality = run["HR@10"] >= TARGET_HR and run["NDCG@10"] >= TARGET_NDCG
-                    ttq = run["time_to_hr_0.68_s"]
-                    ok_time = ttq is not None and ttq <= TARGET_SECONDS
-                    print(
-                        f"  {run['run']}: quality target (HR>={TARGET_HR}, NDCG>={TARGET_NDCG}) "
-                        f"{'MEETS' if ok_quality else 'MISSES'}; time to HR>={TARGET_HR}: {ttq} s "
-                        f"({'MEETS' if ok_time else 'MISSES'} <= {TARGET_SECONDS:.0f} s)",
-                        flush=True,
-                    )
+            for run in runs:
+                ttq = run["time_to_hr_0.68_s"]
+                ok_time = ttq is not None and ttq <= TARGET_SECONDS
+                print(
+                    f"  {run['run']}: time to validation HR>={TARGET_HR}: {ttq} s "
+                    f"({'MEETS' if ok_time else 'MISSES'} <= {TARGET_SECONDS:.0f} s); quality over seeds on a held-out "
+                    "test set: benchmarks/quality.py",
+                    flush=True,
+                )
             if len(runs) > 1:
-                hrs = [r["HR@10"] for r in runs]
-                ndcgs = [r["NDCG@10"] for r in runs]
+                hrs = [r["validation_HR@10"] for r in runs]
+                ndcgs = [r["validation_NDCG@10"] for r in runs]
                 print(
                     f"  {model_type} over seeds {args.seeds}: HR mean {sum(hrs) / len(hrs):.4f} "
                     f"min {min(hrs):.4f} max {max(hrs):.4f}; NDCG mean {sum(ndcgs) / len(ndcgs):.4f}",

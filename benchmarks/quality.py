@@ -14,7 +14,8 @@ interaction) — the same thing a user's job does without a validation channel.
 ``--grid`` is for tuning: every combination runs on every seed without a test channel (and without the refit, which
 changes nothing measured before it) and only VALIDATION metrics are printed; the combination with the best mean
 validation HR@10 (ties: NDCG) is then run in full and reported with its test metrics, once.
-Item popularity (distinct users per item in train) is ranked by the same evaluator on the same candidates.
+Item popularity (distinct users per item in train), as each job reports it in ``baselines``, is ranked by the same
+evaluator on the same candidates.
 Results also go to ``--json`` (default ``benchmarks/results/quality.json`` when running the defaults report).
 """
 
@@ -36,9 +37,6 @@ import numpy as np
 import pandas as pd
 from common import ML100K, RETAIL, ROOT
 
-from recsys.data.dataset import concat, load_training_data
-from recsys.evaluation import Evaluator
-from recsys.hyperparameters import parse
 from recsys.lifecycle import StopController
 from recsys.paths import SageMakerPaths
 from recsys.resources import ResourceConfig
@@ -94,30 +92,6 @@ def train_once(channels: Path, hyperparameters: dict, test: bool = True) -> dict
     return report
 
 
-class Popularity:
-    def __init__(self, popularity: np.ndarray):
-        self.popularity = popularity.astype(np.float32)
-
-    def score(self, users, items):
-        return self.popularity[np.asarray(items)]
-
-    def score_all(self, users):
-        return np.broadcast_to(self.popularity, (len(users), len(self.popularity)))
-
-
-def popularity(channels: Path, preset: str, seed: int) -> dict:
-    hp = parse({"preset": preset, "seed": seed})
-    with tempfile.TemporaryDirectory() as tmp:
-        data = load_training_data(SageMakerPaths(opt_ml(channels, {}, Path(tmp) / "opt_ml")), hp)
-    k, negs = hp.top_k, hp.num_eval_negatives
-    val = Evaluator(data.train, data.validation, k, negs, seed, known=data.known_pairs())
-    test = Evaluator(data.all, data.test, k, negs, seed, known=concat(data.known_pairs(), data.test))
-    return {
-        "validation": val.sampled(Popularity(data.train.item_popularity())),
-        "test": test.sampled(Popularity(data.all.item_popularity())),
-    }
-
-
 def summary(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.4f} ± {sd:.4f} (min {min(values):.4f})"
@@ -134,6 +108,7 @@ def run_config(channels, preset, base: dict, seeds, show_test: bool, label: str)
             "seed": seed,
             "validation": {k: m["validation"][k] for k in ("HR", "NDCG")},
             "test": {k: m["test"][k] for k in ("HR", "NDCG")} if show_test else None,
+            "item_popularity": report["baselines"]["item_popularity"],
             "best_epoch": m["validation"].get("best_epoch"),
             "wall_seconds": report["wall_seconds"],
             "phases": report["phases"],
@@ -178,6 +153,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--set", action="append", default=[], help="hyperparameter NAME=VALUE for every run (repeatable)")
     ap.add_argument("--grid", help="JSON object name → list of values: tune on validation (see the module doc)")
+    ap.add_argument("--validation-only", action="store_true", help="with --grid: stop after selecting; no test run")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     source = ML100K / "u.data" if args.data == "ml100k" else RETAIL
@@ -190,13 +166,6 @@ def main() -> None:
     results: dict = {"data": args.data, "seeds": seeds, "split": "test = each user's latest interaction", "runs": []}
     with tempfile.TemporaryDirectory() as tmp, shared_spark(args.runs):
         channels = split(args.data, Path(tmp) / "channels")
-        pops = [popularity(channels, preset, seed) for seed in seeds]
-        results["popularity"] = {
-            f"{role}_{metric}": summary([p[role][metric] for p in pops])
-            for role in ("validation", "test")
-            for metric in ("HR", "NDCG")
-        }
-        print(f"item popularity: {json.dumps(results['popularity'])}", flush=True)
         for name in args.runs.split(","):
             base = {**RUNS[name], **overrides}
             if not args.grid:
@@ -210,16 +179,29 @@ def main() -> None:
                 tried.append((run_config(channels, preset, {**base, **combo}, seeds, False, label), combo))
                 print(f"{label}: validation HR {tried[-1][0]['validation_HR']['text']}", flush=True)
             best, combo = max(tried, key=lambda t: (t[0]["validation_HR"]["mean"], t[0]["validation_NDCG"]["mean"]))
+            if args.validation_only:
+                print(f"{name}: best on validation: {json.dumps(combo)} (test not run: --validation-only)")
+                results["runs"].append({**best, "grid": grid, "tried": [t[0] for t in tried]})
+                continue
             print(f"{name}: selected on validation: {json.dumps(combo)}; its test metrics:", flush=True)
             chosen = run_config(channels, preset, {**base, **combo}, seeds, True, f"{name} selected")
             results["runs"].append({**chosen, "grid": grid, "tried": [t[0] for t in tried]})
+    # Item popularity, as each job reported it on its own candidates (the same for every run of a seed).
+    pops = [row["item_popularity"] for row in results["runs"][0]["runs"]]
+    roles = [role for role in ("validation", "test") if role in pops[0]]
+    results["popularity"] = {f"{r}_{m}": summary([p[r][m] for p in pops]) for r in roles for m in ("HR", "NDCG")}
     print()
     print(f"| run | validation HR@10 | validation NDCG@10 | test HR@10 | test NDCG@10 |  (seeds {args.seeds})")
     print("|---|---|---|---|---|")
     p = results["popularity"]
-    print(f"| item popularity | {p['validation_HR']} | {p['validation_NDCG']} | {p['test_HR']} | {p['test_NDCG']} |")
+    cells = [p.get(f"{r}_{m}", "—") for r in ("validation", "test") for m in ("HR", "NDCG")]
+    print("| item popularity | " + " | ".join(cells) + " |")
     for r in results["runs"]:
-        cells = [r[f"{role}_{m}"]["text"] for role in ("validation", "test") for m in ("HR", "NDCG")]
+        cells = [
+            r[f"{role}_{m}"]["text"] if f"{role}_{m}" in r else "—"
+            for role in ("validation", "test")
+            for m in ("HR", "NDCG")
+        ]
         print(f"| {r['label']} | " + " | ".join(cells) + " |")
     target = args.json or (
         ROOT / "benchmarks/results" / f"quality-{args.data}.json" if not (args.grid or args.set) else None

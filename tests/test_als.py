@@ -215,10 +215,8 @@ class TestInSharedSession:
 
         monkeypatch.setattr(als_module, "train_factors", no_spark)
         second = ALSRecommender(hp, 120, 60)
-        started = time.perf_counter()
-        r2 = second.fit(data, context(data, checkpoints=checkpointer(tmp_path, hp)))
-        assert time.perf_counter() - started < 2
-        assert r2.info["resumed_from_checkpoint"]
+        r2 = second.fit(data, context(data, checkpoints=checkpointer(tmp_path, hp)))  # no_spark: never fits
+        assert r2.info["resumed_from_checkpoint"] == "select"
         np.testing.assert_array_equal(second.user_factors, first.user_factors)
         np.testing.assert_array_equal(second.item_factors, first.item_factors)
         assert r2.metrics == r1.metrics
@@ -336,12 +334,12 @@ def test_sigterm_during_fit_stops_promptly_and_leaves_no_spark(monkeypatch):
 def test_movielens_quality_with_default_hyperparameters(ml100k, tmp_path):
     """The real `train`, default hyperparameters, an untouched test channel: ALS must clearly beat item popularity
     on it (measured over seeds 1-5 by benchmarks/quality.py; see README)."""
-    from movielens import popularity_test_metrics, split_channels
+    from movielens import split_channels
 
     base = split_channels(ml100k, tmp_path / "opt_ml")
     hyperparameters = {"algorithm": "als", "preset": "movielens"}
     assert train_in(base, hyperparameters) == 0, (base / "output/failure").read_text()
     report = json.loads((base / "output/data/evaluation.json").read_text())
-    test, popularity = report["metrics"]["test"], popularity_test_metrics(base, hyperparameters)
+    test, popularity = report["metrics"]["test"], report["baselines"]["item_popularity"]["test"]
     assert report["held_out"] == {"validation": True, "test": True} and report["refit"]["interactions"] > 99_000
     assert test["HR"] >= popularity["HR"] + 0.2 and test["NDCG"] >= popularity["NDCG"] + 0.12, (test, popularity)

@@ -87,15 +87,20 @@ def test_checkpoint_from_a_different_configuration_is_refused(tmp_path):
     assert "factor_num" in (base / "output/failure").read_text()
 
 
-def test_failure_file_and_exit_code_through_the_console_script(opt_ml):
-    (opt_ml / "input/config/hyperparameters.json").write_text(json.dumps({"lr": "-1"}))
-    proc = subprocess.run(
+def train_process(opt_ml, hyperparameters: dict) -> subprocess.CompletedProcess:
+    """`python -m recsys.train` in its own process, as the image's console script runs."""
+    (opt_ml / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
+    return subprocess.run(
         [sys.executable, "-m", "recsys.train"],
         env={"SAGEMAKER_BASE_DIR": str(opt_ml), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
+
+
+def test_failure_file_and_exit_code_through_the_console_script(opt_ml):
+    proc = train_process(opt_ml, {"lr": "-1"})
     assert proc.returncode == 2
     assert "`lr` must be a number > 0" in (opt_ml / "output/failure").read_text()
     assert "`lr` must be a number > 0" in proc.stderr  # the log says it too
@@ -104,14 +109,7 @@ def test_failure_file_and_exit_code_through_the_console_script(opt_ml):
 def test_internal_error_exits_1_with_a_short_reason_through_the_console_script(opt_ml):
     # /opt/ml/model is a file, not a directory: writing the model fails inside our code (not the user's input).
     (opt_ml / "model").write_text("not a directory")
-    (opt_ml / "input/config/hyperparameters.json").write_text(json.dumps({"preset": "online_retail", "epochs": "1"}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "recsys.train"],
-        env={"SAGEMAKER_BASE_DIR": str(opt_ml), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = train_process(opt_ml, {"preset": "online_retail", "epochs": "1"})
     assert proc.returncode == 1, proc.stderr[-2000:]
     reason = (opt_ml / "output/failure").read_text()
     assert reason.startswith("internal error (") and "Traceback" not in reason, reason

@@ -164,3 +164,17 @@ class Evaluator:
         if full:
             metrics.update(self.full_ranking(model))
         return metrics
+
+
+class PopularityScorer:
+    """Ranks every user's candidates by item popularity (distinct users per item): the baseline a model must beat,
+    scored by the same evaluator on the same candidates."""
+
+    def __init__(self, popularity: np.ndarray):
+        self.popularity = np.asarray(popularity, dtype=np.float32)
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.popularity[np.asarray(items)]
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(users), len(self.popularity)))

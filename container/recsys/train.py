@@ -20,7 +20,7 @@ from recsys.checkpoints import Checkpointer
 from recsys.cluster import LeaderBeacon, wait_for_leader
 from recsys.data.dataset import TrainingData, concat, load_training_data
 from recsys.errors import TrainingStopped, UserError
-from recsys.evaluation import Evaluator
+from recsys.evaluation import Evaluator, PopularityScorer
 from recsys.hyperparameters import parse
 from recsys.lifecycle import StopController
 from recsys.logs import configure_logging
@@ -122,11 +122,13 @@ def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) 
     fit_started = time.time()
     result = model.fit(data, ctx)
     fit_seconds = time.time() - fit_started
-    phases.update(result.info.get("phases", {}))
+    phases.update(result.info.pop("phases", {}))
     stop.check()
     validation = dict(result.metrics)
     print(format_metrics({**validation, **role_names("validation", validation, hp.top_k)}, final="selected"))
     metrics: dict = {"validation": validation}
+    # Item popularity on the same candidates: what "better than nothing personal" means on this data.
+    baseline = {"validation": evaluator.sampled(PopularityScorer(data.train.item_popularity()))}
     if data.test is not None:
         test_started = time.time()
         known = concat(data.known_pairs(), data.test)
@@ -134,10 +136,16 @@ def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) 
         metrics["test"] = tester.evaluate(model, full=True)
         phases["test_seconds"] = round(time.time() - test_started, 3)
         print(format_metrics(role_names("test", metrics["test"], hp.top_k)), flush=True)
+        baseline["test"] = tester.sampled(PopularityScorer(data.all.item_popularity()))
     held_out, notes = _evaluation_notes(data, result.refit, hp)
     for note in notes:
         log.info("evaluation: %s", note)
-    evaluation = {"held_out": held_out, "notes": notes, "refit": result.refit}
+    evaluation = {
+        "held_out": held_out,
+        "notes": notes,
+        "refit": result.refit,
+        "baselines": {"item_popularity": baseline},
+    }
 
     report = {
         "algorithm": hp.algorithm,

@@ -6,11 +6,16 @@ BIN   := $(VENV)/bin
 
 .PHONY: demo test test-unit test-container lint venv system-deps engine clean
 
-# Python env: torch pinned first so nothing pulls a CUDA build; then the package with its dev extras.
-$(BIN)/train: setup.py
+# Python env: torch first, at the version pyproject.toml pins (so nothing pulls a CUDA build); then the package with
+# its dev extras.
+TORCH_PIN = $(BIN)/python -c 'import tomllib; \
+    deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+    print(next(d for d in deps if d.startswith("torch==")))'
+
+$(BIN)/train: setup.py pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	pin=$$($(TORCH_PIN)) && $(BIN)/pip install -q "$$pin"
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(BIN)/train
 

@@ -100,7 +100,7 @@ suffix=""
 [[ "$variant" == cpu ]] && suffix="-cpu"
 commit=$(git -C "$repo_root" rev-parse --short=12 HEAD 2>/dev/null || echo nogit)
 if [[ "$commit" != nogit ]] &&
-  [[ -n "$(git -C "$repo_root" status --porcelain -- setup.py container .dockerignore 2>/dev/null)" ]]; then
+  [[ -n "$(git -C "$repo_root" status --porcelain -- pyproject.toml setup.py container .dockerignore 2>/dev/null)" ]]; then
   commit="${commit}-dirty"
 fi
 tags=("${commit}${suffix}" "latest${suffix}")

@@ -207,6 +207,7 @@ def train_run(args) -> None:
                     "peak_python_rss_mb (getrusage in train)": report.get("peak_rss_mb"),
                     "largest_child_maxrss_mb": round(children, 1),
                     "fit_seconds (train's fit call)": report.get("fit_seconds"),
+                    "phases": report.get("phases"),
                     "info": report.get("info"),
                     "model_files": sorted(p.name for p in (base / "model").iterdir()) if proc.returncode == 0 else [],
                 },

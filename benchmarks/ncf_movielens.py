@@ -307,6 +307,7 @@ def train_run(args) -> None:
                     "peak_rss_mb (train's own report)": report.get("peak_rss_mb"),
                     "fit_seconds": report.get("fit_seconds"),
                     "total_seconds (train's own)": report.get("total_seconds"),
+                    "phases": report.get("phases"),
                     "metrics": {
                         k: round(v, 4) if isinstance(v, float) else v for k, v in report.get("metrics", {}).items()
                     },

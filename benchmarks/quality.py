@@ -124,11 +124,8 @@ def run_config(channels, preset, base: dict, seeds, show_test: bool, label: str)
     for role in ("validation", "test") if show_test else ("validation",):
         for metric in ("HR", "NDCG"):
             values = [r[role][metric] for r in rows]
-            out[f"{role}_{metric}"] = {
-                "mean": statistics.mean(values),
-                "sd": statistics.pstdev(values),
-                "min": min(values),
-            }
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0  # the sample sd, as `summary` prints it
+            out[f"{role}_{metric}"] = {"mean": statistics.mean(values), "sd": sd, "min": min(values)}
             out[f"{role}_{metric}"]["text"] = summary(values)
     return out
 

@@ -30,7 +30,7 @@ from recsys.resources import ResourceConfig
 
 N_USERS, N_ITEMS, GROUPS, PER_USER = 120, 80, 4, 12
 EVAL_NEGATIVES = 49  # random HR@10 = 10 / 50 = 0.2
-FAST = {"epochs": 4, "lr": 0.03, "batch_size": 256, "factor_num": 8, "num_layers": 2, "seed": 7}
+FAST = {"epochs": 4, "lr": 0.03, "batch_size": 256, "factor_num": 8, "num_layers": 2, "num_negatives": 4, "seed": 7}
 
 
 def planted(seed: int = 0) -> TrainingData:

@@ -16,7 +16,7 @@ import pytest
 from conftest import make_opt_ml
 
 NCF = {"algorithm": "ncf", "preset": "online_retail", "epochs": 12, "early_stopping_patience": 0}
-ALS = {"algorithm": "als", "preset": "online_retail", "max_iter": 4}
+ALS = {"algorithm": "als", "preset": "online_retail", "max_iter": 15}  # a refit long enough to be interrupted
 
 
 def start_train(base: Path, hyperparameters: dict) -> subprocess.Popen:

@@ -121,7 +121,7 @@ PARAMS: tuple[Param, ...] = (
         "factor_num", int, 32, "Predictive factors: GMF embedding size and MLP last-layer width.", NCF, low=1, high=4096
     ),
     Param("num_layers", int, 1, "MLP layers (tower halves each layer, ending at factor_num).", NCF, low=1, high=8),
-    Param("num_negatives", int, 4, "Negative items sampled per positive each epoch.", NCF, low=1, high=1000),
+    Param("num_negatives", int, 8, "Negative items sampled per positive each epoch.", NCF, low=1, high=1000),
     Param(
         "recency_weight",
         float,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 
 import pytest
 
-from .container_helpers import docker, make_opt_ml, run_container
+from .container_helpers import ROOT, docker, make_opt_ml, run_container
 
 pytestmark = pytest.mark.container
 
@@ -74,7 +76,10 @@ def test_contents(image: str) -> None:
     assert facts["compilers"] == [], f"build tools in the runtime image: {facts['compilers']}"
     assert facts["apt_lists"] == [], "apt lists left in the image"
     assert facts["pip_caches"] == [], "pip cache left in the image"
-    assert facts["torch"].startswith("2.13.0") and facts["torch_cuda"] is None, "CPU variant must carry CPU torch"
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = next(m[1] for d in dependencies if (m := re.fullmatch(r"torch *== *(\S+)", d.strip())))
+    assert facts["torch"].split("+")[0] == pinned, f"image torch {facts['torch']}, pyproject.toml pins {pinned}"
+    assert facts["torch_cuda"] is None, "CPU variant must carry CPU torch"
     assert not facts["torch_test_binaries"] and not facts["pandas_tests"]
     assert not facts["recsys_source_in_tmp"]
 

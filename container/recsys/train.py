@@ -125,7 +125,9 @@ def run(paths: SageMakerPaths, stop: StopController, resources: ResourceConfig) 
     phases.update(result.info.pop("phases", {}))
     stop.check()
     validation = dict(result.metrics)
-    print(format_metrics({**validation, **role_names("validation", validation, hp.top_k)}, final="selected"))
+    print(
+        format_metrics({**validation, **role_names("validation", validation, hp.top_k)}, final="selected"), flush=True
+    )
     metrics: dict = {"validation": validation}
     # Item popularity on the same candidates: what "better than nothing personal" means on this data.
     baseline = {"validation": evaluator.sampled(PopularityScorer(data.train.item_popularity()))}

@@ -155,7 +155,8 @@ def build(
         )
     held_test = _aligned(test, TEST_CHANNEL, users, items, report) if test is not None else None
 
-    overlaps = {VALIDATION_CHANNEL: overlap(held, fit_part)}
+    # Carved validation never overlaps (leave_one_out removes every row of a held-out pair): no pass over train.
+    overlaps = {VALIDATION_CHANNEL: 0 if carved else overlap(held, fit_part)}
     if held_test is not None:
         overlaps[TEST_CHANNEL] = overlap(held_test, everything)
     for name, count in overlaps.items():

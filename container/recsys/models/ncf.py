@@ -198,8 +198,6 @@ class NCFRecommender(Recommender):
         """What selection chose and measured (plain values: it travels in refit checkpoints)."""
         final = results[-1]
         history = [row for r in results for row in r.history]
-        train_seconds = sum(r.train_seconds for r in results)
-        samples = sum(r.samples for r in results)
         device = self.device
         metrics: dict[str, Any] = {k: final.best[k] for k in ("HR", "NDCG", "Loss") if k in final.best}
         metrics["best_epoch"] = final.best.get("epoch", 0)
@@ -209,8 +207,7 @@ class NCFRecommender(Recommender):
             "mixed_precision": str(amp_dtype(device)) if amp_dtype(device) else None,
             "threads": torch.get_num_threads(),
             "batch_size": history[-1]["batch_size"] if history else None,
-            "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
-            "train_seconds": round(train_seconds, 3),
+            **_throughput(results),
             "epochs_run": sum(r.epochs_run for r in results),
             "stages": {r.stage: {**r.best, "epochs_run": r.epochs_run} for r in results},
             "resumed_from": str(resume_path.name) if resume_path else None,
@@ -232,13 +229,10 @@ class NCFRecommender(Recommender):
         started = time.perf_counter()
         net, results = self._train(refit_cfg, data.all, world_size, leader, resume, resume_path, threads)
         self.set_net(net.eval())
-        train_seconds = sum(r.train_seconds for r in results)
-        samples = sum(r.samples for r in results)
         return {
             "epochs": refit_cfg.stage_epochs,
             "interactions": len(data.all),
-            "train_seconds": round(train_seconds, 3),
-            "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+            **_throughput(results),
             "final_loss": results[-1].best.get("Loss"),
             "resumed_from": str(resume_path.name) if resume_path else None,
             "seconds": round(time.perf_counter() - started, 3),
@@ -326,6 +320,16 @@ class NCFRecommender(Recommender):
         if failed:
             raise RuntimeError(f"distributed training: worker processes exited with codes {failed}")
         return result
+
+
+def _throughput(results) -> dict[str, float | None]:
+    """Training seconds and samples/s over the stages of one phase (selection or refit)."""
+    seconds = sum(r.train_seconds for r in results)
+    samples = sum(r.samples for r in results)
+    return {
+        "samples_per_second": round(samples / seconds, 1) if seconds else None,
+        "train_seconds": round(seconds, 3),
+    }
 
 
 __all__ = ["NCFRecommender"]

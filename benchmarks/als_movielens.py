@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/als_movielens.py                 # defaults: implicit + explicit on ml-100k, retail
     .venv/bin/python benchmarks/als_movielens.py --sweep         # hyperparameter / confidence-mapping sweep table
-    .venv/bin/python benchmarks/als_movielens.py --train         # a whole `python -m recsys.train` run: wall, peak RSS
+    .venv/bin/python benchmarks/als_movielens.py --train         # a whole `python -m recsys.training`: wall, peak RSS
     .venv/bin/python benchmarks/als_movielens.py --set rank=32 --set alpha=5   # one configuration
 
 Data: ``--ml100k DIR`` or ``RECSYS_ML100K_DIR`` (default ../shared/data/ml-100k), ``--retail FILE`` or
@@ -28,11 +28,11 @@ from pathlib import Path
 
 from common import ML100K, RETAIL, load, opt_ml_with
 
-from recsys.hyperparameters import parse
-from recsys.lifecycle import StopController
-from recsys.models.als import ALSRecommender, train_factors
+from recsys.models.als.model import ALSRecommender, train_factors
 from recsys.models.base import FitContext
-from recsys.resources import ResourceConfig
+from recsys.platform.lifecycle import StopController
+from recsys.platform.resources import ResourceConfig
+from recsys.training.hyperparameters import parse
 
 
 def popularity_baseline(data_file: Path, hyperparameters: dict, label: str) -> dict:
@@ -115,7 +115,7 @@ SWEEP = {  # the default --sweep grid (54 configurations × 2 data sets, ~10 min
 
 def sweep(args) -> None:
     """A grid in one shared Spark session (JVM started once); ml-100k and retail scored per configuration."""
-    from recsys.models import spark_session as sessions
+    from recsys.models.als import spark as sessions
 
     datasets = []
     if (args.ml100k / "u.data").is_file():
@@ -170,7 +170,7 @@ def _tree_rss_mb(pid: int) -> float:
 
 
 def train_run(args) -> None:
-    """A whole `python -m recsys.train` (algorithm=als, preset=movielens): wall time and peak memory of the tree."""
+    """A whole `python -m recsys.training` (algorithm=als, preset=movielens): wall time and peak memory of the tree."""
     if not (args.ml100k / "u.data").is_file():
         print(f"SKIP train run: {args.ml100k / 'u.data'} not found")
         return
@@ -179,7 +179,11 @@ def train_run(args) -> None:
         env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base)}
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "recsys.train"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [sys.executable, "-m", "recsys.training"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         peak = {"tree": 0.0}
 
@@ -224,7 +228,7 @@ def main() -> None:
     ap.add_argument("--retail", type=Path, default=RETAIL)
     ap.add_argument("--sweep", action="store_true", help="run the sweep grid instead of the defaults report")
     ap.add_argument("--grid", help='JSON grid for --sweep, e.g. \'{"rank": [16], "alpha": [1, 10]}\'')
-    ap.add_argument("--train", action="store_true", help="time a whole `python -m recsys.train` run")
+    ap.add_argument("--train", action="store_true", help="time a whole `python -m recsys.training` run")
     ap.add_argument("--set", action="append", default=[], help="hyperparameter override NAME=VALUE (repeatable)")
     args = ap.parse_args()
     args.set = dict(kv.split("=", 1) for kv in args.set)

@@ -13,10 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "container"))  # the package from this checkout, installed or not
 
-from recsys.data.dataset import load_training_data  # noqa: E402
-from recsys.evaluation import Evaluator  # noqa: E402
-from recsys.hyperparameters import parse  # noqa: E402
-from recsys.paths import SageMakerPaths  # noqa: E402
+from recsys.platform.paths import SageMakerPaths  # noqa: E402
+from recsys.training.evaluation import Evaluator  # noqa: E402
+from recsys.training.hyperparameters import parse  # noqa: E402
+from recsys.training.roles import load_training_data  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 ML100K = Path(os.environ.get("RECSYS_ML100K_DIR", SHARED / "ml-100k"))

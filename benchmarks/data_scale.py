@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic import power_law_interactions  # noqa: E402
 
-from recsys.data.dataset import load_training_data  # noqa: E402
-from recsys.evaluation import Evaluator  # noqa: E402
-from recsys.hyperparameters import parse  # noqa: E402
-from recsys.paths import SageMakerPaths  # noqa: E402
+from recsys.platform.paths import SageMakerPaths  # noqa: E402
+from recsys.training.evaluation import Evaluator  # noqa: E402
+from recsys.training.hyperparameters import parse  # noqa: E402
+from recsys.training.roles import load_training_data  # noqa: E402
 
 
 def peak_rss_mb() -> float:

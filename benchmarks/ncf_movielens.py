@@ -6,7 +6,7 @@ layer and the real ``NCFRecommender.fit``.
     .venv/bin/python benchmarks/ncf_movielens.py --seeds 0,1,2,3,4   # spread over training seeds
     .venv/bin/python benchmarks/ncf_movielens.py --throughput     # samples/s per batch size (training only)
     .venv/bin/python benchmarks/ncf_movielens.py --scoring        # score_all / top-10 latency (serving path)
-    .venv/bin/python benchmarks/ncf_movielens.py --train          # a whole `python -m recsys.train`: wall, peak RSS
+    .venv/bin/python benchmarks/ncf_movielens.py --train          # a whole `python -m recsys.training`: wall, peak RSS
     .venv/bin/python benchmarks/ncf_movielens.py --profile        # torch.profiler table of training steps
 
 Data: ``--ml100k DIR`` or ``RECSYS_ML100K_DIR`` (default ../shared/data/ml-100k), ``--retail FILE`` or
@@ -32,11 +32,11 @@ from pathlib import Path
 
 from common import ML100K, RETAIL, ROOT, load, opt_ml_with, peak_rss_mb
 
-from recsys.hyperparameters import parse
-from recsys.lifecycle import StopController
 from recsys.models.base import FitContext
-from recsys.models.ncf import THREADS_KEY, NCFRecommender
-from recsys.resources import ResourceConfig
+from recsys.models.ncf.model import THREADS_KEY, NCFRecommender
+from recsys.platform.lifecycle import StopController
+from recsys.platform.resources import ResourceConfig
+from recsys.training.hyperparameters import parse
 
 TARGET_HR, TARGET_SECONDS = 0.68, 15.0  # time to this validation HR@10 (a speed figure)
 NCF_KEYS = (
@@ -247,7 +247,7 @@ def profile(args) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    import recsys.models.ncf_train as ncf_train
+    import recsys.models.ncf.trainer as ncf_train
 
     ml_file = args.ml100k / "u.data"
     if not ml_file.is_file():
@@ -276,7 +276,7 @@ def profile(args) -> None:
 
 
 def train_run(args) -> None:
-    """A whole `python -m recsys.train` (algorithm=ncf, preset=movielens): wall time and peak memory."""
+    """A whole `python -m recsys.training` (algorithm=ncf, preset=movielens): wall time and peak memory."""
     ml_file = args.ml100k / "u.data"
     if not ml_file.is_file():
         print(f"SKIP train run: {ml_file} not found")
@@ -290,7 +290,7 @@ def train_run(args) -> None:
             "PYTHONPATH": str(ROOT / "container") + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "recsys.train"], env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "recsys.training"], env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         report_file = base / "output" / "data" / "evaluation.json"
@@ -300,7 +300,7 @@ def train_run(args) -> None:
         print(
             json.dumps(
                 {
-                    "command": "SAGEMAKER_BASE_DIR=<tmp opt_ml> python -m recsys.train",
+                    "command": "SAGEMAKER_BASE_DIR=<tmp opt_ml> python -m recsys.training",
                     "exit_code": proc.returncode,
                     "wall_s": round(wall, 2),
                     "peak_rss_mb (getrusage children)": round(child_rss, 1),

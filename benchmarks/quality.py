@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 from common import ML100K, RETAIL, ROOT
 
-from recsys.lifecycle import StopController
-from recsys.paths import SageMakerPaths
-from recsys.resources import ResourceConfig
-from recsys.train import run
+from recsys.platform.lifecycle import StopController
+from recsys.platform.paths import SageMakerPaths
+from recsys.platform.resources import ResourceConfig
+from recsys.training.main import run
 
 RUNS = {
     "neumf": {"algorithm": "ncf", "model_type": "neumf"},
@@ -137,7 +137,7 @@ def shared_spark(runs: str):
     if "als" not in runs.split(","):
         yield
         return
-    from recsys.models import spark_session as sessions
+    from recsys.models.als import spark as sessions
 
     with sessions.spark_session(sessions.settings_for()):
         yield

@@ -76,7 +76,7 @@ def trained_model(algorithm: str) -> Path:
     print(f"[{algorithm}] training on ml-100k (cached in {base}) ...", flush=True)
     started = time.perf_counter()
     env = dict(os.environ, SAGEMAKER_BASE_DIR=str(base))
-    subprocess.run([sys.executable, "-m", "recsys.train"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "recsys.training"], env=env, check=True, stdout=subprocess.DEVNULL)
     print(f"[{algorithm}] trained in {time.perf_counter() - started:.0f} s", flush=True)
     return model
 

@@ -1,11 +1,11 @@
-"""Regenerate the README's hyperparameter table from recsys.hyperparameters (the single declaration).
+"""Regenerate the README's hyperparameter table from recsys.training.hyperparameters (the single declaration).
 
 Usage: python scripts/render_readme.py   (tests fail when the README table is stale)
 """
 
 from pathlib import Path
 
-from recsys.hyperparameters import markdown_table
+from recsys.training.hyperparameters import markdown_table
 
 BEGIN, END = "<!-- hyperparameters:begin -->", "<!-- hyperparameters:end -->"
 

@@ -65,7 +65,7 @@ def ml100k() -> Path:
 
 def train_in(base: Path, hyperparameters: dict) -> int:
     """Run the real `train` entry point against ``base`` (in-process)."""
-    from recsys.train import main
+    from recsys.training.main import main
 
     (base / "input/config/hyperparameters.json").write_text(
         json.dumps({k: v if isinstance(v, str) else json.dumps(v) for k, v in hyperparameters.items()})

@@ -9,8 +9,8 @@ import numpy as np
 
 from recsys.artifact import LoadedModel
 from recsys.data.ids import IdIndex
-from recsys.hyperparameters import parse
 from recsys.models.base import Recommender
+from recsys.training.hyperparameters import parse
 
 ALGORITHM = "dot"
 

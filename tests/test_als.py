@@ -19,17 +19,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.checkpoints import Checkpointer
-from recsys.data.dataset import TrainingData, leave_one_out
 from recsys.data.ids import IdIndex
 from recsys.data.interactions import Interactions
-from recsys.errors import TrainingStopped, UserError
-from recsys.evaluation import Evaluator
-from recsys.hyperparameters import parse
-from recsys.lifecycle import StopController
-from recsys.models.als import FACTORS_FILE, SPARK_SESSION_KEY, ALSRecommender, _factors_to_numpy, confidence_ratings
+from recsys.models.als.model import (
+    FACTORS_FILE,
+    SPARK_SESSION_KEY,
+    ALSRecommender,
+    _factors_to_numpy,
+    confidence_ratings,
+)
 from recsys.models.base import FitContext
-from recsys.resources import ResourceConfig
+from recsys.platform.checkpoints import Checkpointer
+from recsys.platform.errors import TrainingStopped, UserError
+from recsys.platform.lifecycle import StopController
+from recsys.platform.resources import ResourceConfig
+from recsys.training.evaluation import Evaluator
+from recsys.training.hyperparameters import parse
+from recsys.training.roles import TrainingData, leave_one_out
 
 pytest.importorskip("pyspark")
 from conftest import train_in  # noqa: E402
@@ -87,7 +93,7 @@ def checkpointer(directory: Path, hp) -> Checkpointer:
 
 def test_importing_als_does_not_import_pyspark():
     code = (
-        "import sys, recsys.models.als, recsys.models.spark_session, recsys.artifact; "
+        "import sys, recsys.models.als.model, recsys.models.als.spark, recsys.artifact; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j')]; "
         "assert not bad, bad; print('ok')"
     )
@@ -122,7 +128,7 @@ def test_scoring_is_numpy_dot_products():
 
 @pytest.fixture(scope="class")
 def spark():
-    from recsys.models import spark_session as sessions
+    from recsys.models.als import spark as sessions
 
     with sessions.spark_session(sessions.settings_for()) as session:
         yield session
@@ -208,7 +214,7 @@ class TestInSharedSession:
         assert not r1.info["resumed_from_checkpoint"]
         assert len(list(tmp_path.glob("als-*.ckpt"))) == 1
 
-        import recsys.models.als as als_module
+        import recsys.models.als.model as als_module
 
         def no_spark(*args, **kwargs):
             raise AssertionError("a resumed fit must not touch Spark")
@@ -226,7 +232,7 @@ class TestInSharedSession:
             ALSRecommender(other, 120, 60).fit(data, context(data, checkpoints=checkpointer(tmp_path, other)))
 
     def test_refit_fits_all_of_train_after_selecting_and_checkpoints_each_fit(self, spark, tmp_path, monkeypatch):
-        import recsys.models.als as als_module
+        import recsys.models.als.model as als_module
 
         data = planted(n_users=120, n_items=60)
         hp = parse(FAST)
@@ -300,7 +306,7 @@ def _java_children() -> list[int]:
 def test_sigterm_during_fit_stops_promptly_and_leaves_no_spark(monkeypatch):
     from pyspark.ml.recommendation import ALS
 
-    from recsys.models import spark_session as sessions
+    from recsys.models.als import spark as sessions
 
     data = planted(n_users=600, n_items=300, per_user=40)
     hp = parse({**FAST, "rank": 32, "max_iter": 300})  # a fit far longer than the test waits

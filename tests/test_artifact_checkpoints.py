@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from recsys.artifact import ArtifactError, load_model, remove_partial, write_model
-from recsys.checkpoints import Checkpointer
-from recsys.errors import TrainingStopped, UserError
-from recsys.lifecycle import StopController
+from recsys.platform.checkpoints import Checkpointer
+from recsys.platform.errors import TrainingStopped, UserError
+from recsys.platform.lifecycle import StopController
 
 
 def test_loader_refuses_a_directory_without_manifest(tmp_path):
@@ -72,7 +72,7 @@ def test_write_model_failure_leaves_no_manifest(tmp_path):
             raise OSError("disk full")
 
     from recsys.data.ids import IdIndex
-    from recsys.hyperparameters import parse
+    from recsys.training.hyperparameters import parse
 
     with pytest.raises(OSError):
         write_model(

@@ -3,10 +3,10 @@ import threading
 
 import pytest
 
-from recsys.cluster import LeaderBeacon, wait_for_leader
-from recsys.errors import UserError
-from recsys.lifecycle import StopController
-from recsys.resources import ResourceConfig
+from recsys.platform.cluster import LeaderBeacon, wait_for_leader
+from recsys.platform.errors import UserError
+from recsys.platform.lifecycle import StopController
+from recsys.platform.resources import ResourceConfig
 
 
 def free_port() -> int:
@@ -45,7 +45,7 @@ def test_worker_gives_up_on_an_unreachable_leader():
 
 
 def test_resource_config_reads_local_mode_names(tmp_path):
-    from recsys.paths import SageMakerPaths
+    from recsys.platform.paths import SageMakerPaths
 
     cfg = tmp_path / "input/config"
     cfg.mkdir(parents=True)

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.data.dataset import build, leave_one_out, load_training_data
 from recsys.data.ids import IdIndex, normalize_id
 from recsys.data.interactions import Interactions
 from recsys.data.presets import load_channel
-from recsys.errors import UserError
-from recsys.hyperparameters import parse
-from recsys.paths import SageMakerPaths
+from recsys.platform.errors import UserError
+from recsys.platform.paths import SageMakerPaths
+from recsys.training.hyperparameters import parse
+from recsys.training.roles import build, leave_one_out, load_training_data
 
 RETAIL = Path(__file__).resolve().parents[1] / "opt_ml_fixture/input/data/train/online_retail_subset.csv"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recsys.data.interactions import Interactions
-from recsys.evaluation import Evaluator, hit_ndcg, rank_of_first, sample_negatives
+from recsys.training.evaluation import Evaluator, hit_ndcg, rank_of_first, sample_negatives
 
 
 class TableModel:

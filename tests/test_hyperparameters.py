@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recsys import hyperparameters as hpmod
-from recsys.errors import UserError
-from recsys.hyperparameters import PARAMS, parse
+from recsys.platform.errors import UserError
+from recsys.training import hyperparameters as hpmod
+from recsys.training.hyperparameters import PARAMS, parse
 
 
 def test_defaults_are_valid_and_complete():
@@ -112,7 +112,7 @@ def test_metric_regexes_pick_each_role_from_train_log_lines():
     names follow validation, and no regex but test:* ever sees a test value."""
     import re
 
-    from recsys.train import format_metrics, role_names
+    from recsys.training.main import format_metrics, role_names
 
     epoch = {"Loss": 0.31, "HR": 0.61, "NDCG": 0.36}
     selected = {"HR": 0.65, "NDCG": 0.38, "Loss": 0.29, "best_epoch": 4, "full_recall@10": 0.1, "full_ndcg@10": 0.05}

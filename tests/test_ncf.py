@@ -13,20 +13,20 @@ import pytest
 import torch
 from conftest import train_in
 
-from recsys.checkpoints import Checkpointer
-from recsys.data.dataset import TrainingData, leave_one_out
 from recsys.data.ids import IdIndex
 from recsys.data.interactions import Interactions
-from recsys.errors import TrainingStopped, UserError
-from recsys.evaluation import Evaluator
-from recsys.hyperparameters import parse
-from recsys.lifecycle import StopController
 from recsys.models import recommender_class
 from recsys.models.base import FitContext
-from recsys.models.ncf import THREADS_KEY, WORLD_SIZE_KEY, NCFRecommender
-from recsys.models.ncf_net import FastScorer, NCFNet
-from recsys.models.ncf_sampler import NegativeSampler, recency_fractions, recency_weights
-from recsys.resources import ResourceConfig
+from recsys.models.ncf.model import THREADS_KEY, WORLD_SIZE_KEY, NCFRecommender
+from recsys.models.ncf.net import FastScorer, NCFNet
+from recsys.models.ncf.sampler import NegativeSampler, recency_fractions, recency_weights
+from recsys.platform.checkpoints import Checkpointer
+from recsys.platform.errors import TrainingStopped, UserError
+from recsys.platform.lifecycle import StopController
+from recsys.platform.resources import ResourceConfig
+from recsys.training.evaluation import Evaluator
+from recsys.training.hyperparameters import parse
+from recsys.training.roles import TrainingData, leave_one_out
 
 N_USERS, N_ITEMS, GROUPS, PER_USER = 120, 80, 4, 12
 EVAL_NEGATIVES = 49  # random HR@10 = 10 / 50 = 0.2
@@ -281,7 +281,7 @@ def test_fast_path_equals_the_plain_forward(trained, model_type):
 
 
 def test_fast_path_chunks_agree(monkeypatch, trained):
-    import recsys.models.ncf_net as ncf_net
+    import recsys.models.ncf.net as ncf_net
 
     model = trained["neumf"]
     users = np.arange(N_USERS)

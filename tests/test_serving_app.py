@@ -10,9 +10,9 @@ from serving_helpers import random_model
 
 import recsys.models
 from recsys.artifact import write_model
-from recsys.hyperparameters import parse
 from recsys.serving.app import READY_DIR_ENV, WorkerReadiness, create_app
 from recsys.serving.settings import Settings
+from recsys.training.hyperparameters import parse
 
 
 @pytest.fixture

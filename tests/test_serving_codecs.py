@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recsys.errors import RequestError
+from recsys.platform.errors import RequestError
 from recsys.serving import codecs
 
 

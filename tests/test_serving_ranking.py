@@ -1,10 +1,10 @@
-"""recsys.ranking against a hand-built dot-product model, checked against brute force."""
+"""recsys.serving.ranking against a hand-built dot-product model, checked against brute force."""
 
 import numpy as np
 import pytest
 from serving_helpers import random_model, small_model
 
-from recsys.ranking import Filters, Ranker
+from recsys.serving.ranking import Filters, Ranker
 
 
 @pytest.fixture(scope="module")

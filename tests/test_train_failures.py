@@ -66,7 +66,7 @@ def test_corrupt_hyperparameters_json(opt_ml):
     (opt_ml / "input/config/hyperparameters.json").write_text("{not json")
     import os
 
-    from recsys.train import main
+    from recsys.training.main import main
 
     os.environ["SAGEMAKER_BASE_DIR"] = str(opt_ml)
     try:
@@ -88,10 +88,10 @@ def test_checkpoint_from_a_different_configuration_is_refused(tmp_path):
 
 
 def train_process(opt_ml, hyperparameters: dict) -> subprocess.CompletedProcess:
-    """`python -m recsys.train` in its own process, as the image's console script runs."""
+    """`python -m recsys.training` in its own process, as the image's console script runs."""
     (opt_ml / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
     return subprocess.run(
-        [sys.executable, "-m", "recsys.train"],
+        [sys.executable, "-m", "recsys.training"],
         env={"SAGEMAKER_BASE_DIR": str(opt_ml), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

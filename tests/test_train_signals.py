@@ -1,4 +1,4 @@
-"""A real `train` process (``python -m recsys.train``) stopped by a real SIGTERM, as StopTrainingJob or
+"""A real `train` process (``python -m recsys.training``) stopped by a real SIGTERM, as StopTrainingJob or
 MaxRuntimeInSeconds do, with /opt/ml/checkpoints present: exit 143, "stopped: ..." in the failure file, no model,
 a checkpoint — and a second job on the same checkpoints resumes from it and finishes."""
 
@@ -24,7 +24,7 @@ def start_train(base: Path, hyperparameters: dict) -> subprocess.Popen:
     (base / "input/config/hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "recsys.train"],
+        [sys.executable, "-m", "recsys.training"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -29,8 +29,8 @@ import numpy as np
 
 from recsys import __version__
 from recsys.data.ids import IdIndex
-from recsys.hyperparameters import Hyperparameters, parse
 from recsys.models import Recommender, recommender_class
+from recsys.training.hyperparameters import Hyperparameters, parse
 
 log = logging.getLogger(__name__)
 

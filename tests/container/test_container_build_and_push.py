@@ -226,7 +226,7 @@ def test_build_and_push_to_ecr(image: str, aws_cli: Path, moto_endpoint: str, re
     try:
         docker("pull", by_digest, timeout=600)
         assert docker("image", "inspect", "-f", "{{.Id}}", by_digest).stdout.strip() == built_id
-        run = run_container(by_digest, "python", "-c", "import recsys.train, recsys.serving.serve; print('ok')")
+        run = run_container(by_digest, "python", "-c", "import recsys.training.main, recsys.serving.serve; print('ok')")
         assert run.code == 0 and "ok" in run.logs, run.logs
     finally:
         docker("rmi", by_digest, check=False)

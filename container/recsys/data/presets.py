@@ -21,8 +21,8 @@ import pandas as pd
 
 from recsys.data.ids import normalize_series
 from recsys.data.readers import list_files, read_channel
-from recsys.errors import UserError
-from recsys.hyperparameters import Hyperparameters
+from recsys.platform.errors import UserError
+from recsys.training.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recsys.errors import UserError
+from recsys.platform.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import importlib
 
 from recsys.models.base import Recommender
 
-_MODULES = {"ncf": ("recsys.models.ncf", "NCFRecommender"), "als": ("recsys.models.als", "ALSRecommender")}
+_MODULES = {"ncf": ("recsys.models.ncf.model", "NCFRecommender"), "als": ("recsys.models.als.model", "ALSRecommender")}
 
 
 def recommender_class(algorithm: str) -> type[Recommender]:

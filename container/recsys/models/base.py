@@ -1,7 +1,7 @@
 """The one interface every recommender implements (NCF and ALS), for training, evaluation and serving.
 
 A fitted ``Recommender`` works on dense indices only; raw-id mapping, seen-item filtering and popularity live in
-the artifact (``recsys.artifact``) and the ranking code (``recsys.ranking``), shared by every algorithm.
+the artifact (``recsys.artifact``) and the ranking code (``recsys.serving.ranking``), shared by every algorithm.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from recsys.checkpoints import Checkpointer
-    from recsys.data.dataset import TrainingData
-    from recsys.evaluation import Evaluator
-    from recsys.hyperparameters import Hyperparameters
-    from recsys.lifecycle import StopController
-    from recsys.resources import ResourceConfig
+    from recsys.platform.checkpoints import Checkpointer
+    from recsys.platform.lifecycle import StopController
+    from recsys.platform.resources import ResourceConfig
+    from recsys.training.evaluation import Evaluator
+    from recsys.training.hyperparameters import Hyperparameters
+    from recsys.training.roles import TrainingData
 
 
 @dataclass
@@ -31,7 +31,7 @@ class FitContext:
     stop: StopController
     resources: ResourceConfig
     checkpoints: Checkpointer | None = None  # None when /opt/ml/checkpoints does not exist
-    # report_metrics(metrics, **prefix): prints `epoch=3; HR=..;` validation lines (train.py); prefix optional.
+    # report_metrics(metrics, **prefix): prints `epoch=3; HR=..;` validation lines (training/main.py); prefix optional.
     report_metrics: Callable[..., None] = lambda metrics, **prefix: None
     refit: bool = False  # after selecting, retrain on ``data.all`` with the selected settings
     extra: dict[str, Any] = field(default_factory=dict)

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from recsys.errors import RequestError
+from recsys.platform.errors import RequestError
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"

@@ -4,7 +4,7 @@ directory as ``RECSYS_READY_DIR`` (``recsys.serving.app.WorkerReadiness``)."""
 
 import os
 
-from recsys.logs import configure_logging
+from recsys.platform.logs import configure_logging
 from recsys.serving.settings import Settings
 
 configure_logging()

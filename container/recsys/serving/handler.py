@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from recsys.errors import RequestError
+from recsys.platform.errors import RequestError
 from recsys.serving import codecs
 from recsys.serving.predict import Predictor
 from recsys.serving.schema import parse_query

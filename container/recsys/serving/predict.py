@@ -1,4 +1,4 @@
-"""Queries with raw ids → predictions with raw ids: id lookup, ``recsys.ranking`` for the numbers, and the response
+"""Queries with raw ids → predictions with raw ids: id lookup, ``ranking`` for the numbers, and the response
 objects ``{"user": ..., "items": [...], "scores": [...], "cold_start": true?, "unknown_items": [...]?}``.
 
 - Every prediction echoes the requested id as the client spelled it (``"user"``; ``"item"`` for similar items);
@@ -19,7 +19,7 @@ import numpy as np
 
 from recsys.artifact import LoadedModel
 from recsys.data.ids import normalize_id
-from recsys.ranking import Filters, Ranked, Ranker
+from recsys.serving.ranking import Filters, Ranked, Ranker
 from recsys.serving.schema import Options, Query, RankPairs, Similar, TopK
 
 # A score cache pays when scoring one user against every item costs more than this (an MLP does; a dot product not).

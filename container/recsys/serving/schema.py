@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from recsys.errors import RequestError
+from recsys.platform.errors import RequestError
 
 
 def _env_int(name: str, default: int) -> int:

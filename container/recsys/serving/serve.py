@@ -22,9 +22,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from recsys.errors import UserError
-from recsys.logs import configure_logging
-from recsys.resources import usable_cpus
+from recsys.platform.errors import UserError
+from recsys.platform.logs import configure_logging
+from recsys.platform.resources import usable_cpus
 from recsys.serving.settings import Settings
 
 log = logging.getLogger("recsys.serve")

@@ -27,9 +27,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.errors import UserError
-from recsys.paths import SageMakerPaths
-from recsys.resources import usable_cpus
+from recsys.platform.errors import UserError
+from recsys.platform.paths import SageMakerPaths
+from recsys.platform.resources import usable_cpus
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 MIN_PROXY_TIMEOUT = 600  # batch transform's default InvocationsTimeoutInSeconds

@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 
-from recsys.errors import TrainingStopped
+from recsys.platform.errors import TrainingStopped
 
 log = logging.getLogger(__name__)
 

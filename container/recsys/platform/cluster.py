@@ -18,9 +18,9 @@ import socket
 import threading
 import time
 
-from recsys.errors import UserError
-from recsys.lifecycle import StopController
-from recsys.resources import ResourceConfig
+from recsys.platform.errors import UserError
+from recsys.platform.lifecycle import StopController
+from recsys.platform.resources import ResourceConfig
 
 log = logging.getLogger(__name__)
 

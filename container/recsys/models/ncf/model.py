@@ -1,8 +1,8 @@
 """Neural Collaborative Filtering (He et al., WWW 2017) on PyTorch: GMF, MLP and NeuMF behind ``Recommender``.
 
-- Network and the fast inference path: ``recsys.models.ncf_net`` (``NCFNet``, ``FastScorer``).
-- Negative sampling, on the device and exact: ``recsys.models.ncf_sampler``.
-- Training loop, checkpoints, SIGTERM, mixed precision, DistributedDataParallel: ``recsys.models.ncf_train``.
+- Network and the fast inference path: ``recsys.models.ncf.net`` (``NCFNet``, ``FastScorer``).
+- Negative sampling, on the device and exact: ``recsys.models.ncf.sampler``.
+- Training loop, checkpoints, SIGTERM, mixed precision, DistributedDataParallel: ``recsys.models.ncf.trainer``.
 
 Device: ``device=auto`` takes CUDA when present (mixed precision there: bf16 autocast, or fp16 with a GradScaler on
 GPUs without bf16), else the CPU with one intra-op thread per available core. Several GPUs on one host: one process
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from recsys.models.base import FitContext, FitResult, Recommender
-from recsys.models.ncf_net import FastScorer, NCFNet
-from recsys.models.ncf_train import (
+from recsys.models.ncf.net import FastScorer, NCFNet
+from recsys.models.ncf.trainer import (
     DistInfo,
     Leader,
     TrainConfig,
@@ -37,11 +37,11 @@ from recsys.models.ncf_train import (
     resolve_device,
     train_worker,
 )
-from recsys.resources import usable_cpus
+from recsys.platform.resources import usable_cpus
 
 if TYPE_CHECKING:
-    from recsys.data.dataset import TrainingData
-    from recsys.hyperparameters import Hyperparameters
+    from recsys.training.hyperparameters import Hyperparameters
+    from recsys.training.roles import TrainingData
 
 log = logging.getLogger(__name__)
 

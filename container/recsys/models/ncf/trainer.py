@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recsys.errors import TrainingStopped
-from recsys.models.ncf_net import NCFNet
-from recsys.models.ncf_sampler import NegativeSampler, recency_weights
+from recsys.models.ncf.net import NCFNet
+from recsys.models.ncf.sampler import NegativeSampler, recency_weights
+from recsys.platform.errors import TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class StageResult:
 
 def resolve_device(requested: str | None) -> torch.device:
     """``auto``/None → CUDA when available, else CPU. ``cuda`` without a GPU is the caller's error."""
-    from recsys.errors import UserError
+    from recsys.platform.errors import UserError
 
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -484,7 +484,7 @@ def train_worker(
 def load_checkpoint(path: Path) -> dict[str, Any]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format") != CHECKPOINT_FORMAT:
-        from recsys.errors import UserError
+        from recsys.platform.errors import UserError
 
         raise UserError(
             f"checkpoint {path.name} has format {payload.get('format')!r}; this image reads {CHECKPOINT_FORMAT}"

@@ -22,9 +22,9 @@ import pandas as pd
 from recsys.data.ids import IdIndex
 from recsys.data.interactions import Interactions, contains_pairs
 from recsys.data.presets import CleanFrame, load_channel
-from recsys.errors import UserError
-from recsys.hyperparameters import Hyperparameters
-from recsys.paths import SageMakerPaths
+from recsys.platform.errors import UserError
+from recsys.platform.paths import SageMakerPaths
+from recsys.training.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Today Spark runs ``local[*]`` inside the training container. A later issue runs 
 job's hosts: it only has to build ``SparkSettings(master="spark://<leader>:7077", ...)`` (``settings_for``'s
 ``master`` argument) and pass it to ``spark_session``; nothing in the recommender changes.
 
-Everything here imports pyspark lazily: serving imports ``recsys.models.als`` and must never load pyspark.
+Everything here imports pyspark lazily: serving imports ``recsys.models.als.model`` and must never load pyspark.
 
 Teardown is complete: ``spark_session`` stops the SparkContext and then ends the JVM that pyspark launched (closing
 the pipe it watches, then terminating/killing it), on every exit path, so no Spark process outlives the fit and the
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from recsys.resources import ResourceConfig
+    from recsys.platform.resources import ResourceConfig
 
 log = logging.getLogger(__name__)
 

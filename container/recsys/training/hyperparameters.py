@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from recsys.errors import UserError
+from recsys.platform.errors import UserError
 
 # Keys SageMaker or its SDKs add on their own; never an error.
 _PLATFORM_PREFIXES = ("sagemaker_", "_")  # sagemaker_program, _tuning_objective_metric, ...

@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from recsys.paths import SageMakerPaths, read_json_file
+from recsys.platform.paths import SageMakerPaths, read_json_file
 
 
 def usable_cpus() -> int:

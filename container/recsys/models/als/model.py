@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.errors import TrainingStopped
-from recsys.lifecycle import STOPPED
 from recsys.models.base import FitContext, FitResult, Recommender
+from recsys.platform.errors import TrainingStopped
+from recsys.platform.lifecycle import STOPPED
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from recsys.data.dataset import TrainingData
     from recsys.data.interactions import Interactions
-    from recsys.hyperparameters import Hyperparameters
+    from recsys.training.hyperparameters import Hyperparameters
+    from recsys.training.roles import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class ALSRecommender(Recommender):
     def _spark_fits(self, ctx: FitContext, info: dict[str, Any]):
         """Yields ``fit_factors(interactions) -> (user factors, item factors)``. The Spark session starts at the
         first call (a job resumed past every fit never starts a JVM) and serves every later one."""
-        from recsys.models import spark_session as sessions
+        from recsys.models.als import spark as sessions
 
         timings: dict[str, Any] = {}
         shared = ctx.extra.get(SPARK_SESSION_KEY) or sessions.active_session()

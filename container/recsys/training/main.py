@@ -1,4 +1,4 @@
-"""``train``: SageMaker's training entry point (``docker run IMAGE train``; also ``python -m recsys.train``).
+"""``train``: SageMaker's training entry point (``docker run IMAGE train``; also ``python -m recsys.training``).
 
 hyperparameters.json + channels → a fitted recommender → /opt/ml/model (atomically) + output/data/evaluation.json.
 Any failure: a short reason in /opt/ml/output/failure (SageMaker shows its first 1024 characters), the traceback in
@@ -16,20 +16,20 @@ import time
 
 from recsys import __version__
 from recsys.artifact import remove_partial, write_model
-from recsys.checkpoints import Checkpointer
-from recsys.cluster import LeaderBeacon, wait_for_leader
-from recsys.data.dataset import TrainingData, concat, load_training_data
-from recsys.errors import TrainingStopped, UserError
-from recsys.evaluation import Evaluator, PopularityScorer
-from recsys.hyperparameters import parse
-from recsys.lifecycle import StopController
-from recsys.logs import configure_logging
 from recsys.models import recommender_class
 from recsys.models.base import FitContext
-from recsys.paths import SageMakerPaths, read_json_file
-from recsys.resources import ResourceConfig
+from recsys.platform.checkpoints import Checkpointer
+from recsys.platform.cluster import LeaderBeacon, wait_for_leader
+from recsys.platform.errors import TrainingStopped, UserError
+from recsys.platform.lifecycle import StopController
+from recsys.platform.logs import configure_logging
+from recsys.platform.paths import SageMakerPaths, read_json_file
+from recsys.platform.resources import ResourceConfig
+from recsys.training.evaluation import Evaluator, PopularityScorer
+from recsys.training.hyperparameters import parse
+from recsys.training.roles import TrainingData, concat, load_training_data
 
-log = logging.getLogger("recsys.train")
+log = logging.getLogger("recsys.training.main")
 
 FAILURE_LIMIT = 1024
 REPORT_FILE = "evaluation.json"

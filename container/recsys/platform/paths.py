@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys.errors import UserError
+from recsys.platform.errors import UserError
 
 DEFAULT_BASE_DIR = "/opt/ml"
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recsys.errors import UserError
+from recsys.platform.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -19,8 +18,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "opt_ml_fixture"
+from helpers.algorithms import FAST as FAST_SETTINGS
+from helpers.net import free_port  # noqa: F401  (the container tests take it from here)
+from helpers.opt_ml import FIXTURE, ROOT, as_sagemaker_strings  # noqa: F401  (ROOT: for the container tests)
+from helpers.opt_ml import make_opt_ml as shared_make_opt_ml
+
 DOCKERFILE = ROOT / "container" / "Dockerfile"
 DEFAULT_IMAGE = "recsys-test:cpu"
 NAME_PREFIX = "recsys-test"
@@ -32,10 +34,8 @@ METRIC_DEFINITIONS = [
     {"Name": "Loss", "Regex": "Loss=(.*?);"},
 ]
 # Small, fast settings on the fixture (a few seconds of training each).
-FAST = {
-    "ncf": {"algorithm": "ncf", "preset": "online_retail", "epochs": "2"},
-    "als": {"algorithm": "als", "preset": "online_retail", "max_iter": "3"},
-}
+# Each algorithm's fast settings from the registry, as the strings SageMaker delivers.
+FAST = {name: as_sagemaker_strings(settings) for name, settings in FAST_SETTINGS.items()}
 
 
 def require_engine() -> bool:
@@ -94,18 +94,16 @@ def run_container(image: str, *args: str, volumes: dict[Path, str] | None = None
 
 
 def make_opt_ml(base: Path, hyperparameters: dict[str, str], channels: dict[str, Path] | None = None) -> Path:
-    """A fresh /opt/ml tree: a copy of opt_ml_fixture with these hyperparameters (strings, as SageMaker sends them)
-    and, optionally, these channel directories instead of the fixture's data."""
-    shutil.copytree(FIXTURE, base, ignore=shutil.ignore_patterns("README.md"))
-    (base / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
+    """``helpers.opt_ml.make_opt_ml`` for a container: channel directories get an inputdataconfig.json entry, and the
+    tree is world-writable (the container runs as root; the host user must still be able to clean up)."""
+    shared_make_opt_ml(base, hyperparameters, channels)
     if channels is not None:
-        shutil.rmtree(base / "input/data")
-        config = {}
-        for name, directory in channels.items():
-            shutil.copytree(directory, base / "input/data" / name)
-            config[name] = {"ContentType": "text/csv", "TrainingInputMode": "File", "RecordWrapperType": "None"}
+        config = {
+            name: {"ContentType": "text/csv", "TrainingInputMode": "File", "RecordWrapperType": "None"}
+            for name in channels
+        }
         (base / "input/config/inputdataconfig.json").write_text(json.dumps(config))
-    base.chmod(0o777)  # the container runs as root; the host user must still be able to clean up
+    base.chmod(0o777)
     return base
 
 
@@ -142,12 +140,6 @@ def split_fixture(target: Path) -> tuple[Path, Path]:
             writer.writerows(row for i, row in enumerate(rows) if keep(i))
         out[channel] = directory
     return out["train"], out["test"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 10):

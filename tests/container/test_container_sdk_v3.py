@@ -1,5 +1,5 @@
 """SageMaker Python SDK v3 local mode (the actively developed line), the real SDK in its own venv (.venv-sdk3:
-v3 and the project's v2 cannot share one environment). tests/sdk/v3_local.py trains with
+v3 and the project's v2 cannot share one environment). tests/container/sdk_v3_driver.py trains with
 ``ModelTrainer(training_mode=Mode.LOCAL_CONTAINER)`` — which starts the container with no command, so the image's
 default must be `train` — then hosts and batch-transforms through ``sagemaker.core.local.LocalSession``."""
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.container
 VENV = ROOT / ".venv-sdk3"
 # Without the two pins pip backtracks for many minutes (sagemaker-core wants a newer boto3 than aiobotocore allows).
 REQUIREMENTS = ["sagemaker>=3.20,<4", "boto3<1.44", "aiobotocore==3.10.0"]
-DRIVER = ROOT / "tests" / "sdk" / "v3_local.py"
+DRIVER = ROOT / "tests" / "container" / "sdk_v3_driver.py"
 
 
 @pytest.fixture(scope="module")

@@ -150,67 +150,82 @@ def _resolve(frame: pd.DataFrame, positional: bool, col, key: str, channel: str,
     )
 
 
-def _clean(
-    table, mapping: dict, required: set, aggregate: str, channel: str, retail_invoice: str | None = None
-) -> CleanFrame:
-    frame = table.frame
-    files = table.files
-    dropped: Counter = Counter()
-    if table.malformed_rows:
-        dropped["malformed line (wrong number of fields)"] += table.malformed_rows
-    rows_read = len(frame) + table.malformed_rows
+class _RowFilter:
+    """Which rows survive cleaning; each dropped row is counted once, under the first reason that dropped it."""
+
+    def __init__(self, n_rows: int, dropped: Counter):
+        self.keep = np.ones(n_rows, dtype=bool)
+        self.dropped = dropped
+
+    def drop(self, mask: np.ndarray, reason: str) -> None:
+        newly = mask & self.keep
+        if newly.any():
+            self.dropped[reason] += int(newly.sum())
+            self.keep &= ~mask
+
+
+def _resolve_columns(table, mapping: dict, required: set, channel: str) -> dict:
     resolved = {}
     for key, col in mapping.items():
         try:
-            resolved[key] = _resolve(frame, not table.header, col, key, channel, files)
+            resolved[key] = _resolve(table.frame, not table.header, col, key, channel, table.files)
         except UserError:
             if key in required:
                 raise
             resolved[key] = None  # optional default column absent: weights 1 / no timestamps
     if resolved["user"] is None or resolved["item"] is None:
         raise UserError(f"channel `{channel}`: user and item columns are required")
+    return resolved
 
-    keep = np.ones(len(frame), dtype=bool)
 
-    def drop(mask: np.ndarray, reason: str) -> None:
-        nonlocal keep
-        newly = mask & keep
-        if newly.any():
-            dropped[reason] += int(newly.sum())
-            keep &= ~mask
-
+def _filtered_columns(frame, resolved: dict, rows: _RowFilter, retail_invoice: str | None) -> dict:
+    """The user, item, weight (and timestamp) columns, dropping unusable rows in a fixed order of reasons."""
     users = normalize_series(frame[resolved["user"]])
     items = normalize_series(frame[resolved["item"]])
     if retail_invoice is not None:
-        drop(users.isna().to_numpy(), "no customer id")
+        rows.drop(users.isna().to_numpy(), "no customer id")
         if retail_invoice in frame.columns:
             invoice = frame[retail_invoice].astype("string").str.strip().str.upper()
-            drop(invoice.str.startswith("C").fillna(False).to_numpy(dtype=bool), "cancelled invoice")
-    drop(users.isna().to_numpy(), "missing user id")
-    drop(items.isna().to_numpy(), "missing item id")
-
+            rows.drop(invoice.str.startswith("C").fillna(False).to_numpy(dtype=bool), "cancelled invoice")
+    rows.drop(users.isna().to_numpy(), "missing user id")
+    rows.drop(items.isna().to_numpy(), "missing item id")
     if resolved["rating"] is not None:
         weights = pd.to_numeric(frame[resolved["rating"]], errors="coerce").to_numpy(dtype=np.float64)
-        drop(~np.isfinite(weights), "missing or non-numeric rating/weight")
+        rows.drop(~np.isfinite(weights), "missing or non-numeric rating/weight")
         if retail_invoice is not None:
-            drop(np.nan_to_num(weights, nan=0.0) <= 0, "non-positive quantity")
+            rows.drop(np.nan_to_num(weights, nan=0.0) <= 0, "non-positive quantity")
     else:
         weights = np.ones(len(frame), dtype=np.float64)
-
-    has_ts = resolved["timestamp"] is not None
-    if has_ts:
+    columns = {"user": users, "item": items, "weight": weights}
+    if resolved["timestamp"] is not None:
         stamps = _parse_timestamps(frame[resolved["timestamp"]])
-        drop(~np.isfinite(stamps), "missing or unparseable timestamp")
+        rows.drop(~np.isfinite(stamps), "missing or unparseable timestamp")
+        columns["timestamp"] = stamps
+    return columns
 
+
+def _clean(
+    table, mapping: dict, required: set, aggregate: str, channel: str, retail_invoice: str | None = None
+) -> CleanFrame:
+    frame, files = table.frame, table.files
+    dropped: Counter = Counter()
+    if table.malformed_rows:
+        dropped["malformed line (wrong number of fields)"] += table.malformed_rows
+    rows_read = len(frame) + table.malformed_rows
+    resolved = _resolve_columns(table, mapping, required, channel)
+    rows = _RowFilter(len(frame), dropped)
+    columns = _filtered_columns(frame, resolved, rows, retail_invoice)
+    keep = rows.keep
     out = pd.DataFrame(
         {
-            "user": users[keep].to_numpy(dtype=object),
-            "item": items[keep].to_numpy(dtype=object),
-            "weight": weights[keep],
+            "user": columns["user"][keep].to_numpy(dtype=object),
+            "item": columns["item"][keep].to_numpy(dtype=object),
+            "weight": columns["weight"][keep],
         }
     )
+    has_ts = "timestamp" in columns
     if has_ts:
-        out["timestamp"] = stamps[keep]
+        out["timestamp"] = columns["timestamp"][keep]
     before = len(out)
     if before and out.duplicated(["user", "item"]).any():
         out = _merge_duplicates(out, aggregate, has_ts)

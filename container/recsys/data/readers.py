@@ -77,21 +77,7 @@ def read_file(path: Path, header: bool, usecols: list[int] | None = None) -> tup
         raise UserError(f"cannot read input file {path}: {exc}") from None
     if not raw.strip():
         raise UserError(f"input file {path} is empty")
-    sample = raw[:65536]
-    try:
-        text_sample = sample.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            text_sample = sample.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-            text_sample = ""
-    if b"\x00" in sample or _mostly_binary(text_sample):
-        raise UserError(f"input file {path} is not a CSV/TSV or Parquet file (binary content)")
-    encoding = "utf-8"
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        encoding = "latin-1"
+    text_sample, encoding = _sniff_text(raw, path)
     first_line = text_sample.splitlines()[0] if text_sample.splitlines() else ""
     sep = _sniff_separator(first_line)
     if sep == "::":  # MovieLens ratings.dat; the C parser takes single-char separators only
@@ -118,6 +104,25 @@ def read_file(path: Path, header: bool, usecols: list[int] | None = None) -> tup
     malformed = max(0, lines - blank - (1 if header else 0) - len(frame))
     frame.columns = [c.strip() for c in frame.columns] if header else list(range(frame.shape[1]))
     return frame, malformed
+
+
+def _sniff_text(raw: bytes, path: Path) -> tuple[str, str]:
+    """(the decoded first 64 KiB, the whole file's encoding); binary content is refused."""
+    sample = raw[:65536]
+    try:
+        text_sample = sample.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text_sample = sample.decode("latin-1")
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+            text_sample = ""
+    if b"\x00" in sample or _mostly_binary(text_sample):
+        raise UserError(f"input file {path} is not a CSV/TSV or Parquet file (binary content)")
+    try:
+        raw.decode("utf-8")
+        return text_sample, "utf-8"
+    except UnicodeDecodeError:
+        return text_sample, "latin-1"
 
 
 def _is_parquet(path: Path) -> bool:

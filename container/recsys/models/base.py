@@ -1,4 +1,4 @@
-"""The one interface every recommender implements (NCF and ALS), for training, evaluation and serving.
+"""The one interface every registered algorithm's recommender implements, for training, evaluation and serving.
 
 A fitted ``Recommender`` works on dense indices only; raw-id mapping, seen-item filtering and popularity live in
 the artifact (``recsys.artifact``) and the ranking code (``recsys.serving.ranking``), shared by every algorithm.

@@ -4,7 +4,7 @@
 - ``TrainingStopped``: SageMaker asked us to stop (SIGTERM). Exit code 143.
 - anything else is a bug in our code (or the platform); reported as an internal error. Exit code 1.
 
-Serving uses ``RequestError`` (a ``UserError`` with an HTTP status).
+Request errors and HTTP statuses belong to serving: ``recsys.serving.errors``.
 """
 
 
@@ -18,11 +18,3 @@ class TrainingStopped(Exception):
     """Raised when the job received SIGTERM (StopTrainingJob, MaxRuntimeInSeconds, spot interruption)."""
 
     exit_code = 143
-
-
-class RequestError(UserError):
-    """A bad inference request; carries the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status

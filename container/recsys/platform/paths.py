@@ -7,23 +7,27 @@ one (tests, notebooks) against any directory laid out like /opt/ml.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys.platform import settings
 from recsys.platform.errors import UserError
 
-DEFAULT_BASE_DIR = "/opt/ml"
+DEFAULT_BASE_DIR = settings.DEFAULT_BASE_DIR
 
 
 @dataclass(frozen=True)
 class SageMakerPaths:
     base: Path
+    checkpoint_override: Path | None = None  # RECSYS_CHECKPOINT_DIR
 
     @classmethod
     def from_env(cls) -> SageMakerPaths:
-        return cls(Path(os.environ.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR)))
+        """Only the two path variables: any value is a valid path, so this never fails (``train`` calls it before
+        it can report errors); the other variables are validated where they are used."""
+        base = settings.declared(settings.COMMON, "SAGEMAKER_BASE_DIR").read()
+        return cls(base, settings.declared(settings.TRAINING, "RECSYS_CHECKPOINT_DIR").read())
 
     # -- input
     @property
@@ -69,7 +73,7 @@ class SageMakerPaths:
     @property
     def checkpoint_dir(self) -> Path:
         """Managed-spot checkpoints (CheckpointConfig.LocalPath's default). Used only when the directory exists."""
-        return Path(os.environ.get("RECSYS_CHECKPOINT_DIR", str(self.base / "checkpoints")))
+        return self.checkpoint_override or self.base / "checkpoints"
 
 
 def read_json_file(path: Path, what: str, default: Any = None) -> Any:

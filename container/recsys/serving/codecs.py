@@ -13,12 +13,16 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
-from recsys.platform.errors import RequestError
+from werkzeug.http import parse_list_header, parse_options_header
+
+from recsys.serving.errors import RequestError
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -37,11 +41,14 @@ class Decoded:
     line_numbers: list[int] | None = None  # JSON Lines: where each object came from (for error messages)
 
 
+# Header values repeat from request to request; caching the parse keeps werkzeug's parsers off the hot path
+# (bounded, so arbitrary headers cannot grow it).
+@functools.lru_cache(maxsize=64)
 def media_type(header: str | None) -> str:
     """``"application/json; charset=utf-8"`` → ``"application/json"``; aliases folded; ``""`` when absent."""
     if not header:
         return ""
-    kind = header.split(";", 1)[0].strip().lower()
+    kind = parse_options_header(header)[0].lower()
     if kind in _JSONLINES_ALIASES:
         return JSONLINES
     if kind in _CSV_ALIASES:
@@ -59,7 +66,9 @@ def decode(body: bytes, content_type: str | None) -> Decoded:
         return Decoded(objects, lines=True, line_numbers=numbers)
     if kind == CSV:
         return Decoded([_csv(body)], lines=False)
-    raise RequestError(f"unsupported Content-Type {kind!r}; send {JSON}, {JSONLINES} or {CSV}", status=415)
+    raise RequestError(
+        f"unsupported Content-Type {kind!r}; send {JSON}, {JSONLINES} or {CSV}", HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    )
 
 
 def _text(body: bytes) -> str:
@@ -144,25 +153,25 @@ def _csv(body: bytes) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------- Accept
+@functools.lru_cache(maxsize=64)
 def negotiate(accept: str | None, request_kind: str) -> str:
     """The response media type for an ``Accept`` header; 406 when nothing acceptable is offered.
 
-    Missing / ``*/*`` → JSON, or JSON Lines for a JSON Lines request (N lines in, N lines out)."""
+    Missing / ``*/*`` → JSON, or JSON Lines for a JSON Lines request (N lines in, N lines out). Among the acceptable
+    types the highest ``q`` wins, then the one listed first. (werkzeug's ``MIMEAccept`` would rank a more specific type
+    above an earlier wildcard of the same ``q``, changing answers such as ``*/*, text/csv``: only its parsers are
+    used.)"""
     default = JSONLINES if request_kind == JSONLINES else JSON
     if not accept or not accept.strip():
         return default
     offers = []
-    for position, part in enumerate(accept.split(",")):
-        fields = [f.strip() for f in part.split(";")]
-        kind = media_type(fields[0])
-        q = 1.0
-        for param in fields[1:]:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+    for position, part in enumerate(parse_list_header(accept)):
+        value, params = parse_options_header(part)
+        try:
+            q = float(params.get("q", 1.0))
+        except ValueError:
+            q = 0.0
+        kind = media_type(value)
         if kind and q > 0:
             offers.append((-q, position, kind))
     for _, _, kind in sorted(offers):
@@ -174,7 +183,9 @@ def negotiate(accept: str | None, request_kind: str) -> str:
             return kind
         if kind == "text/*":
             return CSV
-    raise RequestError(f"cannot answer with Accept {accept[:100]!r}; accept {JSON}, {JSONLINES} or {CSV}", 406)
+    raise RequestError(
+        f"cannot answer with Accept {accept[:100]!r}; accept {JSON}, {JSONLINES} or {CSV}", HTTPStatus.NOT_ACCEPTABLE
+    )
 
 
 # ---------------------------------------------------------------------------------------------- encoding
@@ -201,7 +212,3 @@ def encode_csv(predictions: list[dict[str, Any]]) -> bytes:
         for rank, (item, score) in enumerate(zip(pred["items"], pred["scores"]), start=1):
             writer.writerow((who, item, "" if score is None else score, rank))
     return buffer.getvalue().rstrip("\n").encode()
-
-
-def encode_error(message: str) -> bytes:
-    return _dumps({"error": message}).encode()

@@ -1,5 +1,5 @@
-"""The request forms of ``POST /invocations``, validated into typed queries. Every problem is a ``RequestError`` (400)
-whose message says what to change.
+"""The request forms of ``POST /invocations``, validated into typed queries against ``RequestLimits`` (from the
+settings). Every problem is a ``RequestError`` (400) whose message says what to change.
 
 Forms (one JSON object each; the keys decide the form):
 
@@ -13,25 +13,12 @@ Forms (one JSON object each; the keys decide the form):
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from recsys.platform.errors import RequestError
+from recsys.serving.errors import RequestError
+from recsys.serving.settings import DEFAULT_LIMITS, RequestLimits
 
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-DEFAULT_K = _env_int("RECSYS_DEFAULT_K", 10)
-MAX_K = _env_int("RECSYS_MAX_K", 1000)
-MAX_USERS = _env_int("RECSYS_MAX_USERS_PER_REQUEST", 10_000)  # users (top-K, rank) or items (similar) per object
-MAX_PAIRS = _env_int("RECSYS_MAX_PAIRS_PER_REQUEST", 100_000)  # (user, item) pairs in one rank request
-MAX_LIST = _env_int("RECSYS_MAX_FILTER_ITEMS", 100_000)  # ids in exclude / include / candidates
 MAX_ID_CHARS = 256
 
 Id = str | int | float
@@ -77,39 +64,39 @@ _RANK_KEYS = frozenset({"user", "item", "k"})
 _SIMILAR_KEYS = frozenset({"similar_to", "k", *_FILTER_KEYS})
 
 
-def parse_query(obj: Any, n_items: int, where: str = "request") -> Query:
+def parse_query(obj: Any, n_items: int, where: str = "request", limits: RequestLimits = DEFAULT_LIMITS) -> Query:
     """A decoded JSON object → a query. ``where`` prefixes messages (e.g. "line 3")."""
     try:
-        return _parse(obj, n_items)
+        return _parse(obj, n_items, limits)
     except RequestError as err:
         if where == "request":
             raise
         raise RequestError(f"{where}: {err}", err.status) from None
 
 
-def _parse(obj: Any, n_items: int) -> Query:
+def _parse(obj: Any, n_items: int, limits: RequestLimits) -> Query:
     if not isinstance(obj, dict):
         raise RequestError(f'the request must be a JSON object such as {{"users": ["196"], "k": 10}}, got {_kind(obj)}')
     if "similar_to" in obj:
         _check_keys(obj, _SIMILAR_KEYS, "a similar-items request")
-        items = _ids(obj["similar_to"], "similar_to", MAX_USERS)
-        return Similar(items, _k(obj, n_items), _options(obj))
+        items = _ids(obj["similar_to"], "similar_to", limits.max_users)
+        return Similar(items, _k(obj, n_items, limits), _options(obj, limits))
     if "item" in obj:
         _check_keys(obj, _RANK_KEYS, "a rank request (user + item)")
         if "user" not in obj:
             raise RequestError('a rank request needs `user` next to `item`: {"user": [1, 1], "item": [10, 20]}')
-        users, items = _pairs(obj["user"], obj["item"])
-        return RankPairs(users, items, _k(obj, n_items) if "k" in obj else None)
+        users, items = _pairs(obj["user"], obj["item"], limits)
+        return RankPairs(users, items, _k(obj, n_items, limits) if "k" in obj else None)
     if "users" in obj or "user" in obj:
         _check_keys(obj, _TOPK_KEYS, "a top-K request")
         if "users" in obj and "user" in obj:
             raise RequestError("give either `users` or `user`, not both")
         key = "users" if "users" in obj else "user"
-        users = _ids(obj[key], key, MAX_USERS)
+        users = _ids(obj[key], key, limits.max_users)
         exclude_seen = obj.get("exclude_seen", True)
         if not isinstance(exclude_seen, bool):
             raise RequestError(f"`exclude_seen` must be true or false, got {_kind(exclude_seen)}")
-        return TopK(users, _k(obj, n_items), exclude_seen, _options(obj))
+        return TopK(users, _k(obj, n_items, limits), exclude_seen, _options(obj, limits))
     raise RequestError(
         'the request needs `users` (top-K: {"users": ["196"], "k": 10}), `user` + `item` (rank candidates: '
         '{"user": ["196", "196"], "item": ["242", "302"]}) or `similar_to` (similar items: '
@@ -161,10 +148,10 @@ def _ids(value: Any, field: str, limit: int, allow_scalar: bool = True) -> list[
     raise RequestError(f"`{field}` must be an array of ids, got {_kind(value)}")
 
 
-def _pairs(user: Any, item: Any) -> tuple[list[Id], list[Id]]:
+def _pairs(user: Any, item: Any, limits: RequestLimits) -> tuple[list[Id], list[Id]]:
     """Parallel arrays; a single id (or a one-element array) on either side pairs with every id on the other."""
-    users = _ids(user, "user", MAX_PAIRS)
-    items = _ids(item, "item", MAX_PAIRS)
+    users = _ids(user, "user", limits.max_pairs)
+    items = _ids(item, "item", limits.max_pairs)
     if len(users) != len(items):
         if len(users) == 1:
             users = users * len(items)
@@ -174,28 +161,28 @@ def _pairs(user: Any, item: Any) -> tuple[list[Id], list[Id]]:
             raise RequestError(
                 f"`user` and `item` are parallel arrays and must have the same length ({len(users)} ≠ {len(items)})"
             )
-    if len(set(map(str, users))) > MAX_USERS:
-        raise RequestError(f"a rank request may name at most {MAX_USERS} distinct users (split the request)")
+    if len(set(map(str, users))) > limits.max_users:
+        raise RequestError(f"a rank request may name at most {limits.max_users} distinct users (split the request)")
     return users, items
 
 
-def _k(obj: dict, n_items: int) -> int:
-    k = obj.get("k", DEFAULT_K)
+def _k(obj: dict, n_items: int, limits: RequestLimits) -> int:
+    k = obj.get("k", limits.default_k)
     if isinstance(k, float) and k.is_integer():
         k = int(k)
     if not isinstance(k, int) or isinstance(k, bool):
         raise RequestError(f"`k` must be an integer, got {_kind(k)}")
-    high = min(MAX_K, max(n_items, 1))
+    high = min(limits.max_k, max(n_items, 1))
     if not 1 <= k <= high:
         raise RequestError(f"`k` must be between 1 and {high} (the model has {n_items} items), got {k}")
     return k
 
 
-def _options(obj: dict) -> Options:
+def _options(obj: dict, limits: RequestLimits) -> Options:
     lists = {}
     for key in ("exclude", "include", "candidates"):
         if key in obj and obj[key] is not None:
-            lists[key] = tuple(_ids(obj[key], key, MAX_LIST, allow_scalar=False))
+            lists[key] = tuple(_ids(obj[key], key, limits.max_filter_items, allow_scalar=False))
     n = obj.get("exclude_popular", 0)
     if isinstance(n, float) and n.is_integer():
         n = int(n)

@@ -25,7 +25,8 @@ from pathlib import Path
 from recsys.platform.errors import UserError
 from recsys.platform.logs import configure_logging
 from recsys.platform.resources import usable_cpus
-from recsys.serving.settings import Settings
+from recsys.serving import errors
+from recsys.serving.settings import MODEL_DIR_ENV, READY_DIR_ENV, SOCKET_ENV, Settings
 
 log = logging.getLogger("recsys.serve")
 
@@ -83,10 +84,15 @@ def render_nginx_conf(settings: Settings, runtime: Path, socket: Path) -> str:
         "SOCKET": str(socket),
         "PORT": str(settings.port),
         "MAX_BODY": f"{settings.body_limit_mb}m",
-        "MAX_BODY_MB": str(settings.body_limit_mb),
         "PROXY_TIMEOUT": str(settings.proxy_timeout),
         "ACCESS_LOG": "/dev/stdout" if settings.access_log else "off",
         "UPSTREAM_KEEPALIVE": "keepalive 64;" if settings.worker_class == "gthread" else "",
+        # nginx's own error answers, the same bodies and statuses as the app's (recsys.serving.errors)
+        "RETURN_NOT_FOUND": errors.nginx_return(errors.NOT_FOUND),
+        "RETURN_TOO_LARGE": errors.nginx_return(errors.too_large(settings.body_limit_mb)),
+        "RETURN_UPSTREAM_DOWN": errors.nginx_return(errors.UPSTREAM_DOWN),
+        "UPSTREAM_DOWN_STATUS": str(errors.UPSTREAM_DOWN.status.value),
+        "RETURN_UPSTREAM_TIMEOUT": errors.nginx_return(errors.UPSTREAM_TIMEOUT),
     }
     for key, value in values.items():
         template = template.replace("{{" + key + "}}", value)
@@ -119,11 +125,10 @@ class Supervisor:
         conf = runtime / "nginx.conf"
         conf.write_text(render_nginx_conf(settings, runtime, socket))
 
-        ready = runtime / "ready"  # one file per worker that has loaded the model (recsys.serving.app.WorkerReadiness)
+        # one file per worker that has loaded the model (recsys.serving.state.WorkerReadiness)
+        ready = runtime / "ready"
         ready.mkdir()
-        env = dict(
-            os.environ, RECSYS_MODEL_DIR=str(model_dir), RECSYS_GUNICORN_SOCKET=str(socket), RECSYS_READY_DIR=str(ready)
-        )
+        env = {**os.environ, MODEL_DIR_ENV: str(model_dir), SOCKET_ENV: str(socket), READY_DIR_ENV: str(ready)}
         per_worker = max(1, usable_cpus() // settings.workers)
         for var in THREAD_VARS:  # N workers × M math threads ≤ cores; the user's own setting wins
             env.setdefault(var, str(per_worker))

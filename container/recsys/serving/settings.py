@@ -1,107 +1,233 @@
-"""Serving settings from the environment, read in one place (``serve``, the gunicorn config and the app share them).
+"""``serve``'s environment, read once into ``Settings`` and passed down: ``serve`` (nginx configuration), the gunicorn
+config and the app (``create_app(settings=...)`` → handler → request validation) use its values, never
+``os.environ``. Every variable is declared once below (``recsys.platform.settings.EnvVar``); the tables in README.md
+and docs/image.md are generated from these declarations (``scripts/render_readme.py``).
 
-| variable | default | meaning |
-|---|---|---|
-| `SAGEMAKER_BIND_TO_PORT` | 8080 | port nginx listens on (inference pipelines / multi-container endpoints set it) |
-| `MODEL_SERVER_WORKERS` / `SAGEMAKER_MODEL_SERVER_WORKERS` | one per CPU | gunicorn workers (one model copy each) |
-| `MODEL_SERVER_TIMEOUT` / `SAGEMAKER_MODEL_SERVER_TIMEOUT` | 60 | gunicorn worker timeout, s (nginx waits ≥ 600) |
-| `SAGEMAKER_MAX_PAYLOAD_IN_MB` | 6 (body limit 100 when `SAGEMAKER_BATCH`) | largest request body; larger → 413 |
-| `SAGEMAKER_BATCH` | false | batch transform (`true`/`True`/`1`): larger default body limit |
-| `RECSYS_WORKER_CLASS` | gthread | gunicorn worker class (`gthread` or `sync`) |
-| `RECSYS_THREADS` | 2 | threads per gthread worker (a spare one keeps `/ping` answering while requests run) |
-| `RECSYS_NGINX_WORKERS` | 1 | nginx worker processes (`auto` = one per CPU) |
-| `RECSYS_SCORE_CACHE` | auto | all scores computed at start-up: `auto` (if scoring is costly and fits), `on`, `off` |
-| `RECSYS_SCORE_CACHE_MB` | 512 | largest score cache per worker (n_users × n_items × 4 bytes) |
-| `RECSYS_DEVICE` | auto | device for NCF models (`cpu`, `cuda`; auto = CUDA when present) |
-| `RECSYS_ACCESS_LOG` | false | nginx access log to stdout |
-| `RECSYS_MODEL_DIR` | `$SAGEMAKER_BASE_DIR/model` | the model directory (or one holding model.tar.gz) |
-
-``serve`` sets two more for gunicorn, never the user: ``RECSYS_GUNICORN_SOCKET`` (the unix socket nginx proxies to)
-and ``RECSYS_READY_DIR`` (where each worker records that it has loaded the model; ``/ping`` answers 200 only when
-all of them have: ``recsys.serving.app.WorkerReadiness``).
+``serve`` sets three more for gunicorn, never the user (``internal``): ``RECSYS_MODEL_DIR`` (the unpacked model),
+``RECSYS_GUNICORN_SOCKET`` (the unix socket nginx proxies to) and ``RECSYS_READY_DIR`` (where each worker records that
+it has loaded the model; ``/ping`` answers 200 only when all of them have: ``recsys.serving.state.WorkerReadiness``).
 """
 
 from __future__ import annotations
 
-import os
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.platform.errors import UserError
-from recsys.platform.paths import SageMakerPaths
 from recsys.platform.resources import usable_cpus
+from recsys.platform.settings import COMMON, EnvVar, log_level_number, read_all
 
-TRUE = frozenset({"1", "true", "yes", "on"})
 MIN_PROXY_TIMEOUT = 600  # batch transform's default InvocationsTimeoutInSeconds
+READY_DIR_ENV = "RECSYS_READY_DIR"
+SOCKET_ENV = "RECSYS_GUNICORN_SOCKET"
+MODEL_DIR_ENV = "RECSYS_MODEL_DIR"
+
+# Request limits (``RequestLimits``): what one POST /invocations may ask for.
+LIMITS = (
+    EnvVar("default_k", "RECSYS_DEFAULT_K", int, 10, "K when a request gives none (≤ `RECSYS_MAX_K`)", low=1),
+    EnvVar(
+        "max_k",
+        "RECSYS_MAX_K",
+        int,
+        1000,
+        "largest `k` a request may ask for (never above the model's item count)",
+        low=1,
+    ),
+    EnvVar(
+        "max_users",
+        "RECSYS_MAX_USERS_PER_REQUEST",
+        int,
+        10_000,
+        "users (top-K, rank) or items (similar) in one request object",
+        low=1,
+    ),
+    EnvVar("max_pairs", "RECSYS_MAX_PAIRS_PER_REQUEST", int, 100_000, "(user, item) pairs in one rank request", low=1),
+    EnvVar(
+        "max_filter_items",
+        "RECSYS_MAX_FILTER_ITEMS",
+        int,
+        100_000,
+        "ids in `exclude` / `include` / `candidates`",
+        low=1,
+    ),
+)
+
+SERVING = (
+    EnvVar(
+        "port",
+        "SAGEMAKER_BIND_TO_PORT",
+        int,
+        8080,
+        "port nginx listens on (inference pipelines / multi-container endpoints set it)",
+        low=1,
+        high=65535,
+    ),
+    EnvVar(
+        "workers",
+        "MODEL_SERVER_WORKERS",
+        int,
+        usable_cpus,
+        "gunicorn workers (each loads its own model copy — size for GPU memory)",
+        aliases=("SAGEMAKER_MODEL_SERVER_WORKERS",),
+        low=1,
+        high=1024,
+        default_text="one per CPU",
+    ),
+    EnvVar(
+        "timeout",
+        "MODEL_SERVER_TIMEOUT",
+        int,
+        60,
+        f"gunicorn worker timeout, seconds (nginx waits ≥ {MIN_PROXY_TIMEOUT} s)",
+        aliases=("SAGEMAKER_MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"),
+        low=1,
+    ),
+    EnvVar(
+        "max_payload_mb",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+        int,
+        None,
+        "request body limit, MB; larger → 413; 0 = no limit",
+        low=0,
+        high=100_000,
+        default_text="6 (100 with `SAGEMAKER_BATCH`)",
+    ),
+    EnvVar(
+        "batch", "SAGEMAKER_BATCH", bool, False, "set by batch transform (`true`/`True`): larger default body limit"
+    ),
+    EnvVar(
+        "worker_class",
+        "RECSYS_WORKER_CLASS",
+        str,
+        "gthread",
+        "gunicorn worker class",
+        choices=("gthread", "sync"),
+        lower=True,
+    ),
+    EnvVar(
+        "threads",
+        "RECSYS_THREADS",
+        int,
+        2,
+        "threads per gthread worker (a spare one keeps `/ping` answering while requests run)",
+        low=1,
+        high=1024,
+    ),
+    EnvVar(
+        "nginx_workers",
+        "RECSYS_NGINX_WORKERS",
+        str,
+        "1",
+        "nginx worker processes (`auto` = one per CPU)",
+        pattern=r"auto|[1-9][0-9]*",
+        must="a positive integer or auto",
+        lower=True,
+    ),
+    EnvVar(
+        "score_cache",
+        "RECSYS_SCORE_CACHE",
+        str,
+        "auto",
+        "precompute every user's scores at start-up: `auto` when scoring is costly and it fits",
+        choices=("auto", "on", "off"),
+        lower=True,
+    ),
+    EnvVar(
+        "score_cache_mb",
+        "RECSYS_SCORE_CACHE_MB",
+        int,
+        512,
+        "largest score cache per worker, MB (users × items × 4 B)",
+        low=0,
+    ),
+    EnvVar(
+        "device",
+        "RECSYS_DEVICE",
+        str,
+        "auto",
+        "NCF inference device (`auto` = CUDA when present)",
+        pattern=r"auto|cpu|cuda(:[0-9]+)?",
+        must="auto, cpu, cuda or cuda:N",
+        lower=True,
+    ),
+    EnvVar("access_log", "RECSYS_ACCESS_LOG", bool, False, "nginx access log to stdout"),
+    EnvVar(
+        "model_dir",
+        MODEL_DIR_ENV,
+        Path,
+        None,
+        "the model directory (or one holding model.tar.gz)",
+        default_text="`$SAGEMAKER_BASE_DIR/model`",
+    ),
+    *LIMITS,
+    EnvVar("ready_dir", READY_DIR_ENV, Path, None, "workers' readiness directory (set by serve)", internal=True),
+    EnvVar("gunicorn_socket", SOCKET_ENV, Path, None, "gunicorn's unix socket (set by serve)", internal=True),
+)
 
 
-def flag(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    return default if raw is None or not raw.strip() else raw.strip().lower() in TRUE
+@dataclass(frozen=True)
+class RequestLimits:
+    default_k: int
+    max_k: int
+    max_users: int
+    max_pairs: int
+    max_filter_items: int
 
 
-def _int(names: tuple[str, ...], default: int, low: int, high: int | None = None) -> int:
-    for name in names:
-        raw = os.environ.get(name, "").strip()
-        if raw:
-            try:
-                value = int(float(raw))
-            except ValueError:
-                raise UserError(f"environment variable {name} must be an integer, got {raw!r}") from None
-            if value < low or (high is not None and value > high):
-                bounds = f"≥ {low}" if high is None else f"between {low} and {high}"
-                raise UserError(f"environment variable {name} must be {bounds}, got {value}")
-            return value
-    return default
+DEFAULT_LIMITS = RequestLimits(**{var.attr: var.default for var in LIMITS})
 
 
 @dataclass(frozen=True)
 class Settings:
+    base_dir: Path
+    log_level: str
     port: int
     workers: int
     timeout: int
-    batch: bool
     max_payload_mb: int | None  # as set by SAGEMAKER_MAX_PAYLOAD_IN_MB (None when unset)
+    batch: bool
     worker_class: str
     threads: int
     nginx_workers: str
+    score_cache: str
+    score_cache_mb: int
+    device: str
     access_log: bool
     model_dir: Path
-    score_cache: str = "auto"
-    score_cache_mb: int = 512
+    default_k: int
+    max_k: int
+    max_users: int
+    max_pairs: int
+    max_filter_items: int
+    ready_dir: Path | None
+    gunicorn_socket: Path | None
 
     @classmethod
-    def from_env(cls) -> Settings:
-        batch = flag("SAGEMAKER_BATCH")
-        worker_class = os.environ.get("RECSYS_WORKER_CLASS", "gthread").strip() or "gthread"
-        if worker_class not in ("gthread", "sync"):
-            raise UserError(f"RECSYS_WORKER_CLASS must be gthread or sync, got {worker_class!r}")
-        nginx_workers = os.environ.get("RECSYS_NGINX_WORKERS", "1").strip() or "1"
-        if nginx_workers != "auto" and not (nginx_workers.isdigit() and int(nginx_workers) >= 1):
-            raise UserError(f"RECSYS_NGINX_WORKERS must be a positive integer or auto, got {nginx_workers!r}")
-        model_dir = os.environ.get("RECSYS_MODEL_DIR") or str(SageMakerPaths.from_env().model_dir)
-        payload = _int(("SAGEMAKER_MAX_PAYLOAD_IN_MB",), -1, 0, 100_000)
-        score_cache = os.environ.get("RECSYS_SCORE_CACHE", "auto").strip().lower() or "auto"
-        if score_cache not in ("auto", "on", "off"):
-            raise UserError(f"RECSYS_SCORE_CACHE must be auto, on or off, got {score_cache!r}")
-        return cls(
-            port=_int(("SAGEMAKER_BIND_TO_PORT",), 8080, 1, 65535),
-            workers=_int(("MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_WORKERS"), usable_cpus(), 1, 1024),
-            timeout=_int(
-                ("MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"),
-                60,
-                1,
-            ),
-            batch=batch,
-            max_payload_mb=payload if payload >= 0 else None,
-            worker_class=worker_class,
-            threads=_int(("RECSYS_THREADS",), 2, 1, 1024),
-            nginx_workers=nginx_workers,
-            access_log=flag("RECSYS_ACCESS_LOG"),
-            model_dir=Path(model_dir),
-            score_cache=score_cache,
-            score_cache_mb=_int(("RECSYS_SCORE_CACHE_MB",), 512, 0),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Every variable of ``COMMON`` + ``SERVING``; the first bad value raises a UserError naming it."""
+        values = read_all(COMMON + SERVING, environ)
+        if values["default_k"] > values["max_k"]:
+            raise UserError(
+                f"environment variable RECSYS_DEFAULT_K must be ≤ RECSYS_MAX_K ({values['max_k']}), "
+                f"got {values['default_k']}"
+            )
+        values["model_dir"] = values["model_dir"] or values["base_dir"] / "model"
+        return cls(**values)
+
+    @property
+    def limits(self) -> RequestLimits:
+        return RequestLimits(self.default_k, self.max_k, self.max_users, self.max_pairs, self.max_filter_items)
+
+    @property
+    def device_or_none(self) -> str | None:
+        """The ``device`` for ``load_model``: None lets it choose (CUDA when present)."""
+        return None if self.device == "auto" else self.device
+
+    @property
+    def gunicorn_log_level(self) -> str:
+        return logging.getLevelName(log_level_number(self.log_level)).lower()
 
     @property
     def body_limit_mb(self) -> int:

@@ -1,6 +1,7 @@
-"""Every hyperparameter, declared once: name, type, default, allowed range, help.
+"""Every hyperparameter, declared once: name, type, default, allowed range, help. The common ones are declared
+here; each algorithm declares its own in its registration (``recsys.models.registry``).
 
-The declaration drives parsing (``parse``), validation, the README table (``markdown_table``) and the
+The declarations drive parsing (``parse``), validation, the README table (``markdown_table``) and the
 ``metric_definitions`` notebooks use. SageMaker delivers every value as a string, quoted differently per client:
 SDK v2 ``Estimator`` sends ``str(v)`` ("True", "[64, 32]"), its framework estimators send ``json.dumps(v)`` (strings
 gain quotes: '"abc"'), SDK v3 sends "true". So each value is read as JSON first, then as the raw string.
@@ -9,176 +10,116 @@ gain quotes: '"abc"'), SDK v3 sends "true". So each value is read as JSON first,
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from recsys.models import registry
 from recsys.platform.errors import UserError
+from recsys.training.params import Param
 
 # Keys SageMaker or its SDKs add on their own; never an error.
 _PLATFORM_PREFIXES = ("sagemaker_", "_")  # sagemaker_program, _tuning_objective_metric, ...
 
-BOTH = ("ncf", "als")
-NCF = ("ncf",)
-ALS = ("als",)
+COMMON = "all"  # the README's algorithm column for a hyperparameter every algorithm reads
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    kind: type  # int, float, bool, str, or "column" (str name or int index)
-    default: Any
-    help: str
-    algorithms: tuple[str, ...] = BOTH
-    low: float | None = None  # inclusive lower bound
-    high: float | None = None  # inclusive upper bound
-    low_exclusive: bool = False
-    high_exclusive: bool = False
-    choices: tuple[str, ...] | None = None
-    column: bool = False  # a column name, or a 0-based index for files without a header
+def _common_params() -> tuple[Param, ...]:
+    """What every algorithm reads: which one, the input layout, the evaluation protocol, the seed, refit."""
+    return (
+        # -- what to train, on what
+        Param("algorithm", str, "ncf", "Which recommender to train.", choices=registry.names()),
+        Param(
+            "preset",
+            str,
+            "none",
+            "Input layout: `movielens` (u.data / ratings.dat), `online_retail` (UCI Online Retail transactions), "
+            "or `none` (use the *_col hyperparameters).",
+            choices=("movielens", "online_retail", "none"),
+        ),
+        Param(
+            "user_col", str, None, "User id column (name, or 0-based index for files without a header).", column=True
+        ),
+        Param("item_col", str, None, "Item id column (name or 0-based index).", column=True),
+        Param(
+            "rating_col",
+            str,
+            None,
+            "Rating / weight column (name or index). Absent: every interaction weighs 1.",
+            column=True,
+        ),
+        Param(
+            "timestamp_col",
+            str,
+            None,
+            "Timestamp column (name or index): the validation interaction carved from `train` is each user's latest. "
+            "Absent: a seeded random one.",
+            column=True,
+        ),
+        # -- evaluation (every algorithm, same protocol)
+        Param("top_k", int, 10, "K of HR@K / NDCG@K / Recall@K.", low=1, high=1000),
+        Param(
+            "num_eval_negatives",
+            int,
+            99,
+            "Items sampled once per user (from `seed`) for the NCF protocol: the held-out item is ranked among it "
+            "plus these.",
+            low=1,
+            high=10000,
+        ),
+        Param("seed", int, 42, "Random seed: same seed, same data, same machine → same model.", low=0),
+        Param(
+            "refit",
+            bool,
+            True,
+            "With validation carved from `train` (no `validation` channel): after selecting on it, retrain on all of "
+            "`train` with the selected settings (NCF: the selected number of epochs) and ship that model. false ships "
+            "the selected model, trained without each user's latest interaction.",
+        ),
+    )
 
-    def range_text(self) -> str:
-        if self.choices:
-            return " | ".join(self.choices)
 
-        def number(value: float) -> str:
-            return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1e4 else f"{value:g}"
+@functools.cache
+def _declarations() -> tuple[tuple[Param, ...], dict[str, str]]:
+    """(every Param: the common ones, then each registered algorithm's in registry order; name → owner, ``COMMON``
+    or an algorithm's name). Built on first use: registering an algorithm needs no import of this module."""
+    owners: dict[str, str] = {}
+    params: list[Param] = []
+    groups = [(COMMON, _common_params())] + [(a.name, a.params) for a in registry.algorithms().values()]
+    for declarer, declared in groups:
+        for param in declared:
+            if param.name in owners:
+                raise registry.RegistryError(
+                    f"hyperparameter `{param.name}` is declared twice: by {owners[param.name]} and by {declarer}"
+                )
+            owners[param.name] = declarer
+            params.append(param)
+    return tuple(params), owners
 
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>' if self.low_exclusive else '≥'} {number(self.low)}")
-        if self.high is not None:
-            parts.append(f"{'<' if self.high_exclusive else '≤'} {number(self.high)}")
-        return ", ".join(parts)
+
+def all_params() -> tuple[Param, ...]:
+    return _declarations()[0]
 
 
-PARAMS: tuple[Param, ...] = (
-    # -- what to train, on what
-    Param("algorithm", str, "ncf", "Which recommender to train.", choices=("ncf", "als")),
-    Param(
-        "preset",
-        str,
-        "none",
-        "Input layout: `movielens` (u.data / ratings.dat), `online_retail` (UCI Online Retail transactions), "
-        "or `none` (use the *_col hyperparameters).",
-        choices=("movielens", "online_retail", "none"),
-    ),
-    Param("user_col", str, None, "User id column (name, or 0-based index for files without a header).", column=True),
-    Param("item_col", str, None, "Item id column (name or 0-based index).", column=True),
-    Param(
-        "rating_col",
-        str,
-        None,
-        "Rating / weight column (name or index). Absent: every interaction weighs 1.",
-        column=True,
-    ),
-    Param(
-        "timestamp_col",
-        str,
-        None,
-        "Timestamp column (name or index): the validation interaction carved from `train` is each user's latest. "
-        "Absent: a seeded random one.",
-        column=True,
-    ),
-    # -- evaluation (both algorithms, same protocol)
-    Param("top_k", int, 10, "K of HR@K / NDCG@K / Recall@K.", low=1, high=1000),
-    Param(
-        "num_eval_negatives",
-        int,
-        99,
-        "Items sampled once per user (from `seed`) for the NCF protocol: the held-out item is ranked among it plus "
-        "these.",
-        low=1,
-        high=10000,
-    ),
-    Param("seed", int, 42, "Random seed: same seed, same data, same machine → same model.", low=0),
-    Param(
-        "refit",
-        bool,
-        True,
-        "With validation carved from `train` (no `validation` channel): after selecting on it, retrain on all of "
-        "`train` with the selected settings (NCF: the selected number of epochs) and ship that model. false ships "
-        "the selected model, trained without each user's latest interaction.",
-    ),
-    # -- NCF (PyTorch)
-    Param("model_type", str, "neumf", "NCF variant.", NCF, choices=("neumf", "gmf", "mlp")),
-    Param("epochs", int, 20, "Training epochs (the best epoch by validation HR is kept).", NCF, low=1, high=10000),
-    Param("lr", float, 0.005, "Learning rate.", NCF, low=0, low_exclusive=True, high=10),
-    Param(
-        "batch_size",
-        int,
-        4096,
-        "Samples (positives + negatives) per optimizer step. Left at its default, small data sets get smaller batches "
-        "(at least 64 steps per epoch, never below 256).",
-        NCF,
-        low=1,
-        high=1 << 24,
-    ),
-    Param("dropout", float, 0.0, "Dropout between MLP layers.", NCF, low=0, high=1, high_exclusive=True),
-    Param(
-        "factor_num", int, 32, "Predictive factors: GMF embedding size and MLP last-layer width.", NCF, low=1, high=4096
-    ),
-    Param("num_layers", int, 1, "MLP layers (tower halves each layer, ending at factor_num).", NCF, low=1, high=8),
-    Param("num_negatives", int, 8, "Negative items sampled per positive each epoch.", NCF, low=1, high=1000),
-    Param(
-        "recency_weight",
-        float,
-        10.0,
-        "Extra loss weight of a user's recent interactions: 1 + recency_weight * f^recency_power, f = place in the "
-        "user's history by time (0 oldest, 1 newest). 0 = plain NCF; ignored without timestamps.",
-        NCF,
-        low=0,
-    ),
-    Param(
-        "recency_power",
-        float,
-        8.0,
-        "Shape of the recency weight: higher = only the very latest count.",
-        NCF,
-        low=0,
-        low_exclusive=True,
-        high=1000,
-    ),
-    Param("weight_decay", float, 1e-5, "L2 penalty (optimizer weight decay).", NCF, low=0),
-    Param("optimizer", str, "adam", "Optimizer.", NCF, choices=("adam", "adamw", "sgd", "adagrad")),
-    Param(
-        "early_stopping_patience",
-        int,
-        5,
-        "Stop after this many epochs without a better validation HR; 0 = never.",
-        NCF,
-        low=0,
-    ),
-    Param(
-        "pretrain",
-        bool,
-        False,
-        "NeuMF only: first train GMF and MLP, then start NeuMF from their weights (He et al. §3.4.1).",
-        NCF,
-    ),
-    Param("device", str, "auto", "`auto` = CUDA when present, else CPU.", NCF, choices=("auto", "cpu", "cuda")),
-    # -- ALS (Spark)
-    Param("rank", int, 24, "ALS latent factors.", ALS, low=1, high=4096),
-    Param("max_iter", int, 10, "ALS iterations.", ALS, low=1, high=1000),
-    Param("reg_param", float, 0.05, "ALS regularization.", ALS, low=0),
-    Param("alpha", float, 1.0, "Implicit-feedback confidence scale: c = 1 + alpha * log1p(weight).", ALS, low=0),
-    Param(
-        "implicit_prefs", bool, True, "Treat weights as implicit confidence (true) or explicit ratings (false).", ALS
-    ),
-    Param("nonnegative", bool, False, "Constrain ALS factors to be non-negative.", ALS),
-    Param(
-        "checkpoint_interval",
-        int,
-        10,
-        "Spark lineage checkpoint every N iterations (needs a checkpoint dir).",
-        ALS,
-        low=1,
-    ),
-)
+def owner(name: str) -> str:
+    """``COMMON`` or the name of the algorithm that declares hyperparameter ``name``."""
+    return _declarations()[1][name]
 
-BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+def by_name() -> dict[str, Param]:
+    return {p.name: p for p in all_params()}
+
+
+def __getattr__(name: str) -> Any:
+    # ``PARAMS`` / ``BY_NAME`` as module attributes, computed when first read (they depend on the registry).
+    if name == "PARAMS":
+        return all_params()
+    if name == "BY_NAME":
+        return by_name()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Regexes for SageMaker ``metric_definitions``; ``train`` prints lines they match. ``HR``, ``NDCG`` and ``Loss`` are
 # the LotteON names (per epoch, validation HR/NDCG and training loss; the final value is the selected epoch's).
@@ -222,7 +163,7 @@ class Hyperparameters(Mapping):
 
     def for_algorithm(self) -> dict[str, Any]:
         """Only the values that matter to the chosen algorithm (for the manifest and checkpoint fingerprints)."""
-        return {p.name: self._values[p.name] for p in PARAMS if self.algorithm in p.algorithms}
+        return {p.name: self._values[p.name] for p in all_params() if owner(p.name) in (COMMON, self.algorithm)}
 
     def replace(self, **changes: Any) -> Hyperparameters:
         return parse({**self._values, **changes})
@@ -328,28 +269,31 @@ def parse(raw: Mapping[str, Any] | None) -> Hyperparameters:
     raw = dict(raw or {})
     if not isinstance(raw, dict):
         raise UserError("hyperparameters.json must hold a JSON object of name → value")
-    unknown = sorted(k for k in raw if k not in BY_NAME and not is_platform_key(k))
+    known = by_name()
+    unknown = sorted(k for k in raw if k not in known and not is_platform_key(k))
     if unknown:
         hints = [
-            f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, BY_NAME, n=1)) else u for u in unknown
+            f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, known, n=1)) else u for u in unknown
         ]
-        raise UserError(f"unknown hyperparameter(s) {', '.join(hints)}; valid names are: {', '.join(sorted(BY_NAME))}")
+        raise UserError(f"unknown hyperparameter(s) {', '.join(hints)}; valid names are: {', '.join(sorted(known))}")
     values: dict[str, Any] = {}
-    for param in PARAMS:
+    for param in all_params():
         if param.name in raw:
             value = _coerce(param, raw[param.name])
             _check_range(param, value, raw[param.name])
         else:
             value = param.default
         values[param.name] = value
-    hp = Hyperparameters(values, frozenset(k for k in raw if k in BY_NAME))
+    hp = Hyperparameters(values, frozenset(k for k in raw if k in known))
     _check_combinations(hp)
     return hp
 
 
 def _check_combinations(hp: Hyperparameters) -> None:
-    if hp.pretrain and hp.model_type != "neumf":
-        raise UserError("hyperparameter `pretrain` applies only to model_type=neumf; remove it or set model_type=neumf")
+    # Every algorithm's rules run, as every algorithm's values are parsed and range-checked, whichever is chosen.
+    for algorithm in registry.algorithms().values():
+        if algorithm.check is not None:
+            algorithm.check(hp)
     columns = [(n, hp[n]) for n in ("user_col", "item_col", "rating_col", "timestamp_col") if hp[n] is not None]
     seen: dict[Any, str] = {}
     for name, col in columns:
@@ -367,11 +311,11 @@ def defaults() -> Hyperparameters:
 
 
 def markdown_table() -> str:
-    """The README's hyperparameter table, generated from ``PARAMS``."""
+    """The README's hyperparameter table, generated from the declarations."""
     rows = ["| name | algorithm | type | default | allowed | meaning |", "|---|---|---|---|---|---|"]
-    for p in PARAMS:
+    for p in all_params():
         kind = "column" if p.column else p.kind.__name__
-        algos = "both" if p.algorithms == BOTH else p.algorithms[0]
+        algos = owner(p.name)
         default = "—" if p.default is None else json.dumps(p.default)
         allowed, meaning = (text.replace("|", "\\|") for text in (p.range_text(), p.help))
         rows.append(f"| `{p.name}` | {algos} | {kind} | `{default}` | {allowed} | {meaning} |")

@@ -32,6 +32,7 @@ from recsys.models.ncf.trainer import (
     Leader,
     TrainConfig,
     Trainer,
+    TrainInputs,
     amp_dtype,
     load_checkpoint,
     resolve_device,
@@ -165,8 +166,8 @@ class NCFRecommender(Recommender):
                 resume_path, _meta = found
                 resume = load_checkpoint(resume_path)
         started = time.perf_counter()
-        if resume is not None and resume.get("phase") == "refit":
-            selection = resume["selection"]  # selection had finished before the job stopped
+        if resume is not None and resume.phase == "refit":
+            selection = resume.extra["selection"]  # selection had finished before the job stopped
             log.info("selection finished in an earlier run (best epochs %s): resuming the refit", selection["epochs"])
         else:
             leader = Leader(
@@ -190,9 +191,10 @@ class NCFRecommender(Recommender):
         return FitResult(metrics=selection["metrics"], history=selection["history"], info=info, refit=refit)
 
     def _train(self, cfg, train, world_size, leader, resume, resume_path, threads):
+        inputs = TrainInputs.of(train, self.n_users, self.n_items, self.device)
         if world_size > 1:
-            return self._fit_distributed(cfg, train, world_size, leader, resume, resume_path, threads)
-        return self._trainer(cfg, train, self.device, DistInfo(), leader).run(resume)
+            return self._fit_distributed(cfg, inputs, world_size, leader, resume, resume_path, threads)
+        return self._trainer(cfg, inputs, DistInfo(), leader).run(resume)
 
     def _selection(self, results, world_size: int, resume_path) -> dict[str, Any]:
         """What selection chose and measured (plain values: it travels in refit checkpoints)."""
@@ -238,29 +240,17 @@ class NCFRecommender(Recommender):
             "seconds": round(time.perf_counter() - started, 3),
         }
 
-    def _trainer(self, cfg: TrainConfig, train, device: torch.device, dist: DistInfo, leader: Leader) -> Trainer:
+    def _trainer(self, cfg: TrainConfig, inputs: TrainInputs, dist: DistInfo, leader: Leader) -> Trainer:
         """Rank 0's trainer (this process): it evaluates, reports and checkpoints through ``leader``."""
-        return Trainer(
-            cfg,
-            train.users,
-            train.items,
-            self.n_users,
-            self.n_items,
-            device,
-            dist,
-            leader,
-            on_net=self.set_net,
-            timestamps=train.timestamps,
-        )
+        return Trainer(cfg, inputs, dist, leader, on_net=self.set_net)
 
     def _evaluate(self, net: NCFNet, ctx: FitContext) -> dict[str, float]:
         self.set_net(net)
         return ctx.evaluator.sampled(self)
 
-    def _fit_distributed(self, cfg, train, world_size, leader, resume, resume_path, threads):
+    def _fit_distributed(self, cfg, inputs: TrainInputs, world_size, leader, resume, resume_path, threads):
         """Rank 0 here, ranks 1.. in spawned processes (no fork: CUDA and /dev/shm safe)."""
         import torch.distributed as dist
-        import torch.multiprocessing as mp
 
         device = self.device
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -268,36 +258,9 @@ class NCFRecommender(Recommender):
         rendezvous = Path(tempfile.mkdtemp(prefix="recsys-ddp-"))
         init_method = f"file://{rendezvous / 'store'}"
         per_rank_threads = max(1, int(threads) // world_size) if device.type == "cpu" else None
-
-        def device_of(rank: int) -> str:
-            return f"cuda:{rank}" if device.type == "cuda" else "cpu"
-
-        context = mp.get_context("spawn")
-        workers = [
-            context.Process(
-                target=train_worker,
-                args=(
-                    rank,
-                    world_size,
-                    backend,
-                    init_method,
-                    device_of(rank),
-                    cfg,
-                    train.users,
-                    train.items,
-                    self.n_users,
-                    self.n_items,
-                    str(resume_path) if resume_path else None,
-                    per_rank_threads,
-                    train.timestamps,
-                ),
-                daemon=True,
-            )
-            for rank in range(1, world_size)
-        ]
-        for worker in workers:
-            worker.start()
-        local = torch.device(device_of(0))
+        resume_file = str(resume_path) if resume_path else None
+        workers = _spawn_workers(world_size, backend, init_method, cfg, inputs, resume_file, per_rank_threads)
+        local = _device_of(device, 0)
         if local.type == "cuda":
             torch.cuda.set_device(local)
         if per_rank_threads:
@@ -305,7 +268,8 @@ class NCFRecommender(Recommender):
         self.device = local
         dist.init_process_group(backend, init_method=init_method, rank=0, world_size=world_size)
         try:
-            result = self._trainer(cfg, train, local, DistInfo(0, world_size, backend), leader).run(resume)
+            local_inputs = replace(inputs, device=local)
+            result = self._trainer(cfg, local_inputs, DistInfo(0, world_size, backend), leader).run(resume)
         except BaseException:
             for worker in workers:  # they may be blocked in a collective rank 0 will never join
                 if worker.is_alive():
@@ -320,6 +284,26 @@ class NCFRecommender(Recommender):
         if failed:
             raise RuntimeError(f"distributed training: worker processes exited with codes {failed}")
         return result
+
+
+def _device_of(device: torch.device, rank: int) -> torch.device:
+    """Rank ``rank``'s device: its own GPU, or the CPU."""
+    return torch.device(f"cuda:{rank}" if device.type == "cuda" else "cpu")
+
+
+def _spawn_workers(world_size, backend, init_method, cfg: TrainConfig, inputs: TrainInputs, resume_file, threads):
+    """Starts ranks 1.. of the process group, each on its own device."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    workers = []
+    for rank in range(1, world_size):
+        rank_inputs = replace(inputs, device=_device_of(inputs.device, rank))
+        args = (rank, world_size, backend, init_method, cfg, rank_inputs, resume_file, threads)
+        workers.append(context.Process(target=train_worker, args=args, daemon=True))
+    for worker in workers:
+        worker.start()
+    return workers
 
 
 def _throughput(results) -> dict[str, float | None]:

@@ -6,9 +6,9 @@ import json
 import threading
 
 import pytest
-from serving_helpers import random_model
 
 import recsys.models
+from helpers.serving import random_model
 from recsys.artifact import write_model
 from recsys.serving.app import READY_DIR_ENV, WorkerReadiness, create_app
 from recsys.serving.settings import Settings
@@ -17,7 +17,7 @@ from recsys.training.hyperparameters import parse
 
 @pytest.fixture
 def dot_registered(monkeypatch):
-    monkeypatch.setitem(recsys.models._MODULES, "dot", ("serving_helpers", "DotRecommender"))
+    monkeypatch.setitem(recsys.models._MODULES, "dot", ("helpers.serving", "DotRecommender"))
 
 
 @pytest.fixture
@@ -89,9 +89,10 @@ def test_ping_is_200_only_once_every_worker_has_loaded(model_dir, tmp_path):
 
 def test_worker_readiness_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv(READY_DIR_ENV, raising=False)
-    assert WorkerReadiness.from_env(2) is None
+    monkeypatch.setenv("MODEL_SERVER_WORKERS", "2")
+    assert WorkerReadiness.of(Settings.from_env()) is None
     monkeypatch.setenv(READY_DIR_ENV, str(tmp_path))
-    readiness = WorkerReadiness.from_env(2)
+    readiness = WorkerReadiness.of(Settings.from_env())
     assert readiness.directory == tmp_path and readiness.expected == 2 and readiness.count() == 0
     assert WorkerReadiness(tmp_path / "gone", 1).count() == 0  # serve removed it while stopping: not ready
 
@@ -204,3 +205,69 @@ def test_a_bug_in_a_route_is_a_generic_500(client, monkeypatch):
     monkeypatch.setattr(app_module, "invocations", boom)
     response = client.post("/invocations", json={"users": ["100"]})
     assert response.status_code == 500 and "internal detail" not in json.dumps(response.json)
+
+
+def test_request_limits_come_from_the_settings(model_dir, monkeypatch):
+    monkeypatch.setenv("RECSYS_MAX_USERS_PER_REQUEST", "2")
+    monkeypatch.setenv("RECSYS_DEFAULT_K", "3")
+    client = create_app(model_dir, load=True).test_client()
+    response = client.post("/invocations", json={"users": ["100", "101", "102"]})
+    assert response.status_code == 400 and "at most 2" in response.json["error"]
+    assert len(client.post("/invocations", json={"users": ["100"]}).json["predictions"][0]["items"]) == 3
+
+
+def _answers(client, requests_):
+    out = []
+    for method, path, kwargs in requests_:
+        response = client.open(path, method=method, **kwargs)
+        headers = {k: v for k, v in response.headers.items() if k in ("Content-Type", "Content-Length")}
+        out.append((response.status, headers, response.get_data()))
+    return out
+
+
+REQUESTS = [
+    ("GET", "/ping", {}),
+    ("POST", "/invocations", {"json": {"users": ["100"], "k": 3}}),
+    ("POST", "/invocations", {"json": {"users": ["100"]}, "headers": {"Accept": "text/csv"}}),
+    ("POST", "/invocations", {"data": b'{"users": ["100"]}\n{"users": ["101"]}', "content_type": "application/jsonl"}),
+    ("POST", "/invocations", {"data": b"100,1000\n", "content_type": "text/csv; charset=utf-8"}),
+    ("POST", "/invocations", {"data": b"{", "content_type": "application/json"}),
+    ("POST", "/invocations", {"json": {"users": ["100"], "k": 0}}),
+    ("POST", "/invocations", {"data": b"x", "content_type": "image/png"}),
+    ("POST", "/invocations", {"json": {"users": ["100"]}, "headers": {"Accept": "image/png"}}),
+    ("POST", "/invocations", {"data": b"x" * (7 * 1024 * 1024), "content_type": "application/json"}),
+]
+
+
+def test_fast_path_and_flask_answer_alike(model_dir, monkeypatch):
+    """The same requests through FastPath and through Flask alone: same status line, headers and body, errors too."""
+    import recsys.serving.app as app_module
+
+    fast = create_app(model_dir, load=True)
+    flask_only = create_app(model_dir, load=True)
+    flask_only.wsgi_app = flask_only.wsgi_app.wsgi_app  # unwrap FastPath
+    assert isinstance(fast.wsgi_app, app_module.FastPath)
+    fast_answers = _answers(fast.test_client(), REQUESTS)
+    assert fast_answers == _answers(flask_only.test_client(), REQUESTS)
+    statuses = [int(status.split()[0]) for status, _, _ in fast_answers]
+    assert statuses == [200, 200, 200, 200, 200, 400, 400, 415, 406, 413]
+    assert fast_answers[0][0] == "200 OK" and fast_answers[-1][0] == "413 Request Entity Too Large"
+    assert fast_answers[2][1]["Content-Type"] == "text/csv; charset=utf-8"
+
+    def boom(*args):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(app_module, "invocations", boom)  # a bug: a generic 500 on both paths
+    bug = [("POST", "/invocations", {"json": {"users": ["100"]}})]
+    assert _answers(fast.test_client(), bug) == _answers(flask_only.test_client(), bug)
+    assert _answers(fast.test_client(), bug)[0][0] == "500 Internal Server Error"
+
+
+def test_fast_path_and_flask_answer_alike_while_loading(tmp_path):
+    fast = create_app(tmp_path / "empty")
+    flask_only = create_app(tmp_path / "empty")
+    flask_only.wsgi_app = flask_only.wsgi_app.wsgi_app
+    requests_ = [("GET", "/ping", {}), ("POST", "/invocations", {"json": {"users": ["100"]}})]
+    answers = _answers(fast.test_client(), requests_)
+    assert answers == _answers(flask_only.test_client(), requests_)
+    assert [status for status, _, _ in answers] == ["503 Service Unavailable"] * 2

@@ -1,7 +1,7 @@
 """SageMaker Python SDK v3 local mode against the recsys image — run in the SDK v3 venv (.venv-sdk3), not the project's.
 
-    .venv-sdk3/bin/python tests/sdk/v3_local.py --image recsys-test:cpu --work /tmp/v3 --train DIR [--test DIR] \
-        --algorithm ncf --port 8123 --result /tmp/v3/result.json
+    .venv-sdk3/bin/python tests/container/sdk_v3_driver.py --image recsys-test:cpu --work /tmp/v3 \
+        --train DIR [--test DIR] --algorithm ncf --port 8123 --result /tmp/v3/result.json
 
 1. train: ``ModelTrainer(training_mode=Mode.LOCAL_CONTAINER, ...)`` (the container gets no command: the image's
    ``CMD ["train"]`` runs);

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import train_in
 
+from helpers.opt_ml import train_in
 from recsys.data.ids import IdIndex
 from recsys.data.interactions import Interactions
 from recsys.models import recommender_class
@@ -461,22 +461,3 @@ def test_train_resumes_from_opt_ml_checkpoints(opt_ml, capsys):
     assert train_in(opt_ml, {"algorithm": "ncf", "preset": "online_retail", "epochs": 2}) == 0
     # Nothing left to train: both epochs (and the refit) were checkpointed; no per-epoch line is printed again.
     assert not re.search(r"(?m)^epoch=", capsys.readouterr().out)
-
-
-# -- quality on MovieLens-100K with the default hyperparameters
-
-
-@pytest.mark.slow
-def test_movielens_quality_with_default_hyperparameters(ml100k, tmp_path):
-    """The real `train`, default hyperparameters, an untouched test channel: NeuMF must clearly beat item
-    popularity on it (measured over seeds 1-5 by benchmarks/quality.py; see README)."""
-    from movielens import split_channels
-
-    base = split_channels(ml100k, tmp_path / "opt_ml")
-    hyperparameters = {"algorithm": "ncf", "preset": "movielens"}
-    assert train_in(base, hyperparameters) == 0, (base / "output/failure").read_text()
-    report = json.loads((base / "output/data/evaluation.json").read_text())
-    test, popularity = report["metrics"]["test"], report["baselines"]["item_popularity"]["test"]
-    assert report["held_out"] == {"validation": True, "test": True} and report["refit"]["epochs"]["neumf"] >= 1
-    assert test["HR"] >= popularity["HR"] + 0.2 and test["NDCG"] >= popularity["NDCG"] + 0.12, (test, popularity)
-    assert test["HR"] >= 0.64 and test["NDCG"] >= 0.37, test

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from helpers.algorithms import ALGORITHMS
 from recsys.artifact import ArtifactError, load_model, remove_partial, write_model
 from recsys.platform.checkpoints import Checkpointer
 from recsys.platform.errors import TrainingStopped, UserError
@@ -34,7 +35,7 @@ def test_loader_refuses_missing_files_and_unknown_schema(trained_model_dir, tmp_
         load_model(model)
 
 
-@pytest.mark.parametrize("algorithm", ["ncf", "als"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_model_tar_gz_layout_of_sdk_local_mode_is_accepted(trained_model_dir, tmp_path, algorithm):
     src = trained_model_dir(algorithm)
     with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:

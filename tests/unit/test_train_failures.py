@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_opt_ml, train_in
+
+from helpers.opt_ml import make_opt_ml, train_in
 
 RETAIL = "opt_ml_fixture/input/data/train/online_retail_subset.csv"
 
@@ -62,18 +63,12 @@ def test_misnamed_columns(tmp_path):
     assert_failed(base, train_in(base, {}), "no user column found among ['cust', 'prod']")
 
 
-def test_corrupt_hyperparameters_json(opt_ml):
+def test_corrupt_hyperparameters_json(opt_ml, monkeypatch):
     (opt_ml / "input/config/hyperparameters.json").write_text("{not json")
-    import os
-
     from recsys.training.main import main
 
-    os.environ["SAGEMAKER_BASE_DIR"] = str(opt_ml)
-    try:
-        code = main()
-    finally:
-        del os.environ["SAGEMAKER_BASE_DIR"]
-    assert_failed(opt_ml, code, "hyperparameters.json")
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(opt_ml))
+    assert_failed(opt_ml, main(), "hyperparameters.json")
 
 
 def test_checkpoint_from_a_different_configuration_is_refused(tmp_path):

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_opt_ml
+
+from helpers.opt_ml import make_opt_ml
 
 NCF = {"algorithm": "ncf", "preset": "online_retail", "epochs": 12, "early_stopping_patience": 0}
 ALS = {"algorithm": "als", "preset": "online_retail", "max_iter": 15}  # a refit long enough to be interrupted

@@ -58,3 +58,49 @@ def test_nginx_accepts_the_configuration(tmp_path, monkeypatch):
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_nginx_error_answers_are_the_app_constants(tmp_path, monkeypatch):
+    from recsys.serving import errors
+
+    conf = render(tmp_path, monkeypatch, SAGEMAKER_MAX_PAYLOAD_IN_MB="20")
+    for reply in (errors.NOT_FOUND, errors.too_large(20), errors.UPSTREAM_DOWN, errors.UPSTREAM_TIMEOUT):
+        assert f"return {reply.status.value} '{reply.body.decode()}';" in conf
+    assert f"error_page 502 ={errors.UPSTREAM_DOWN.status.value} @unavailable;" in conf
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()), reason="nginx is not installed")
+def test_real_nginx_answers_its_errors_with_the_constants(tmp_path, monkeypatch):
+    """nginx alone (no gunicorn behind it): its 404, 413 and 502→503 answers are the constants, as JSON."""
+    import socket
+    import time
+
+    import requests
+
+    from recsys.serving import errors
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.chmod(tmp_path, 0o755)  # as root, nginx workers (www-data) reach the runtime directory
+    render(tmp_path, monkeypatch, SAGEMAKER_BIND_TO_PORT=str(port), SAGEMAKER_MAX_PAYLOAD_IN_MB="1")
+    nginx = subprocess.Popen([find_nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                requests.get(f"{url}/nope", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        answers = [
+            (requests.get(f"{url}/nope", timeout=5), errors.NOT_FOUND),
+            (requests.post(f"{url}/invocations", data=b"x" * (2 * 1024 * 1024), timeout=10), errors.too_large(1)),
+            (requests.get(f"{url}/ping", timeout=5), errors.UPSTREAM_DOWN),
+        ]
+        for response, reply in answers:
+            assert response.status_code == reply.status and response.content == reply.body
+            assert response.headers["Content-Type"] == "application/json"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)

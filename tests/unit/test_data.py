@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.opt_ml import RETAIL_SAMPLE
 from recsys.data.ids import IdIndex, normalize_id
 from recsys.data.interactions import Interactions
 from recsys.data.presets import load_channel
@@ -14,7 +15,7 @@ from recsys.platform.paths import SageMakerPaths
 from recsys.training.hyperparameters import parse
 from recsys.training.roles import build, leave_one_out, load_training_data
 
-RETAIL = Path(__file__).resolve().parents[1] / "opt_ml_fixture/input/data/train/online_retail_subset.csv"
+RETAIL = RETAIL_SAMPLE
 
 
 def channel(tmp_path: Path, files: dict[str, bytes | str], name: str = "train") -> Path:

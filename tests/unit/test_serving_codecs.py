@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from recsys.platform.errors import RequestError
 from recsys.serving import codecs
+from recsys.serving.errors import RequestError
 
 
 @pytest.mark.parametrize(

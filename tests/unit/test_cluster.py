@@ -1,18 +1,12 @@
-import socket
 import threading
 
 import pytest
 
+from helpers.net import free_port
 from recsys.platform.cluster import LeaderBeacon, wait_for_leader
 from recsys.platform.errors import UserError
 from recsys.platform.lifecycle import StopController
 from recsys.platform.resources import ResourceConfig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(port, results, stop=None):

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from helpers.algorithms import ALGORITHMS
 from recsys.artifact import load_model
-from recsys.serving import schema
 from recsys.serving.app import create_app
-
-ALGORITHMS = ["ncf", "als"]
+from recsys.serving.settings import DEFAULT_LIMITS
 
 
 @pytest.fixture(scope="module", params=ALGORITHMS)
@@ -79,7 +78,7 @@ def test_top_k_matches_the_models_own_scores(client, model):
 def test_exclude_seen_default_and_off(client, model):
     user = users_with_history(model, 1)[0]
     seen = set(model.items.raw(model.seen_items(model.users.get(user))))
-    k = min(len(model.items), schema.MAX_K)
+    k = min(len(model.items), DEFAULT_LIMITS.max_k)
     (pred,) = predictions(client, {"users": [user], "k": k})
     assert not seen & set(pred["items"])
     (pred,) = predictions(client, {"users": [user], "k": k, "exclude_seen": False})
@@ -171,7 +170,7 @@ def test_csv_requests_and_csv_answers(client, model):
     rows = [r.split(",") for r in text.split("\n")]
     assert len(rows) == 3 and {r[1] for r in rows} == set(items) and [r[3] for r in rows] == ["1", "2", "3"]
     preds = predictions(client, f"{u}\nno-such-user\n".encode(), content_type="text/csv")
-    assert len(preds[0]["items"]) == schema.DEFAULT_K and preds[1]["cold_start"] is True
+    assert len(preds[0]["items"]) == DEFAULT_LIMITS.default_k and preds[1]["cold_start"] is True
 
 
 @pytest.mark.parametrize(
@@ -180,7 +179,7 @@ def test_csv_requests_and_csv_answers(client, model):
         (b"{broken", 400),
         ({"users": []}, 200),
         ({"users": ["1"], "k": 0}, 400),
-        ({"users": ["1"], "k": schema.MAX_K + 1}, 400),
+        ({"users": ["1"], "k": DEFAULT_LIMITS.max_k + 1}, 400),
         ({"users": [["nested"]]}, 400),
         ({"users": ["1"], "exclude_seen": "no"}, 400),
         ({"nothing": 1}, 400),
@@ -193,8 +192,8 @@ def test_errors_and_edge_cases(client, body, status):
 
 
 def test_too_many_users_is_400(client):
-    response = post(client, {"users": ["1"] * (schema.MAX_USERS + 1)}, status=400)
-    assert str(schema.MAX_USERS) in response.json["error"]
+    response = post(client, {"users": ["1"] * (DEFAULT_LIMITS.max_users + 1)}, status=400)
+    assert str(DEFAULT_LIMITS.max_users) in response.json["error"]
 
 
 def test_media_type_errors(client):

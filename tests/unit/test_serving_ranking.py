@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from serving_helpers import random_model, small_model
 
+from helpers.serving import random_model, small_model
 from recsys.serving.ranking import Filters, Ranker
 
 

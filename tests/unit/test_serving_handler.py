@@ -1,14 +1,15 @@
 """The pure ``invocations`` handler, without Flask, on a hand-built dot-product model."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from serving_helpers import random_model
 
-from recsys.serving import schema
+from helpers.serving import random_model
 from recsys.serving.handler import INTERNAL_ERROR, invocations
 from recsys.serving.predict import Predictor
+from recsys.serving.settings import DEFAULT_LIMITS
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +17,9 @@ def predictor():
     return Predictor(random_model(n_users=50, n_items=200, dim=8, seed=1))
 
 
-def call(predictor, body, content_type="application/json", accept=None):
+def call(predictor, body, content_type="application/json", accept=None, limits=DEFAULT_LIMITS):
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return invocations(predictor, payload, content_type, accept)
+    return invocations(predictor, payload, content_type, accept, limits)
 
 
 def ok(predictor, body, **kw):
@@ -36,7 +37,7 @@ def test_top_k_numbers_and_strings_are_the_same_id(predictor):
 
 def test_top_k_default_k_and_user_alias(predictor):
     (pred,) = ok(predictor, {"user": "101"})
-    assert len(pred["items"]) == schema.DEFAULT_K
+    assert len(pred["items"]) == DEFAULT_LIMITS.default_k
 
 
 def test_exclude_seen_default_and_off(predictor):
@@ -104,7 +105,7 @@ def test_csv_in_csv_out(predictor):
     assert [r[0] for r in rows] == ["100", "100"] and [r[3] for r in rows] == ["1", "2"]
     response = call(predictor, b"100\n101\n", content_type="text/csv")
     preds = json.loads(response.body)["predictions"]
-    assert [p["user"] for p in preds] == ["100", "101"] and len(preds[0]["items"]) == schema.DEFAULT_K
+    assert [p["user"] for p in preds] == ["100", "101"] and len(preds[0]["items"]) == DEFAULT_LIMITS.default_k
 
 
 @pytest.mark.parametrize(
@@ -135,9 +136,8 @@ def test_bad_requests_are_400_with_a_message(predictor, body, message):
     assert message in json.loads(response.body)["error"]
 
 
-def test_too_many_users(predictor, monkeypatch):
-    monkeypatch.setattr(schema, "MAX_USERS", 3)
-    response = call(predictor, {"users": ["1", "2", "3", "4"]})
+def test_too_many_users(predictor):
+    response = call(predictor, {"users": ["1", "2", "3", "4"]}, limits=replace(DEFAULT_LIMITS, max_users=3))
     assert response.status == 400 and "at most 3" in json.loads(response.body)["error"]
 
 

@@ -4,6 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers.opt_ml import ROOT
+from recsys.models import registry
 from recsys.platform.errors import UserError
 from recsys.training import hyperparameters as hpmod
 from recsys.training.hyperparameters import PARAMS, parse
@@ -54,7 +56,7 @@ def test_platform_keys_are_ignored():
         ({"factor_num": "abc"}, "got 'abc'"),
         ({"epochs": "2.5"}, "`epochs` must be an integer"),
         ({"dropout": "1"}, "`dropout` must be a number ≥ 0, < 1"),
-        ({"algorithm": "svd"}, "`algorithm` must be one of ncf, als"),
+        ({"algorithm": "svd"}, f"`algorithm` must be one of {', '.join(registry.names())}"),
         ({"implicit_prefs": "maybe"}, "true or false"),
         ({"lr": "nan"}, "`lr` must be a number"),
         ({"learning_rate": "0.1"}, "unknown hyperparameter(s) learning_rate"),
@@ -96,11 +98,21 @@ def test_readme_table_is_generated_from_the_declaration():
     table = hpmod.markdown_table()
     for p in PARAMS:
         assert f"`{p.name}`" in table
-    readme = __import__("pathlib").Path(__file__).resolve().parents[1] / "README.md"
+    readme = ROOT / "README.md"
     if readme.exists():
         assert table in readme.read_text(), (
             "README hyperparameter table is stale: run `python scripts/render_readme.py`"
         )
+
+
+def test_table_column_names_the_owner_and_for_algorithm_keeps_common_plus_own():
+    rows = {line.split(" | ")[0][3:-1]: line.split(" | ")[1] for line in hpmod.markdown_table().splitlines()[2:]}
+    common = {name for name, owner in rows.items() if owner == "all"}
+    assert {"algorithm", "preset", "user_col", "top_k", "num_eval_negatives", "seed", "refit"} <= common
+    for algorithm in registry.algorithms().values():
+        own = {p.name for p in algorithm.params}
+        assert own and {name for name, owner in rows.items() if owner == algorithm.name} == own
+        assert set(parse({"algorithm": algorithm.name}).for_algorithm()) == common | own
 
 
 def test_metric_definitions_match_the_lotteon_regexes():

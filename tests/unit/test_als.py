@@ -38,9 +38,8 @@ from recsys.training.hyperparameters import parse
 from recsys.training.roles import TrainingData, leave_one_out
 
 pytest.importorskip("pyspark")
-from conftest import train_in  # noqa: E402
+from helpers.opt_ml import ROOT, train_in  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = {"algorithm": "als", "rank": 8, "max_iter": 5, "reg_param": 0.1, "alpha": 5.0}
 
 
@@ -334,18 +333,3 @@ def test_sigterm_during_fit_stops_promptly_and_leaves_no_spark(monkeypatch):
     assert stopped_after < 10, f"took {stopped_after:.1f} s to stop"
     assert not sessions.jvm_running() and sessions.active_session() is None
     assert _java_children() == []
-
-
-@pytest.mark.slow
-def test_movielens_quality_with_default_hyperparameters(ml100k, tmp_path):
-    """The real `train`, default hyperparameters, an untouched test channel: ALS must clearly beat item popularity
-    on it (measured over seeds 1-5 by benchmarks/quality.py; see README)."""
-    from movielens import split_channels
-
-    base = split_channels(ml100k, tmp_path / "opt_ml")
-    hyperparameters = {"algorithm": "als", "preset": "movielens"}
-    assert train_in(base, hyperparameters) == 0, (base / "output/failure").read_text()
-    report = json.loads((base / "output/data/evaluation.json").read_text())
-    test, popularity = report["metrics"]["test"], report["baselines"]["item_popularity"]["test"]
-    assert report["held_out"] == {"validation": True, "test": True} and report["refit"]["interactions"] > 99_000
-    assert test["HR"] >= popularity["HR"] + 0.2 and test["NDCG"] >= popularity["NDCG"] + 0.12, (test, popularity)

@@ -10,9 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -21,69 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 
-SERVE = Path(sys.executable).parent / "serve"
+from helpers.serving import Server, invocations_all_succeed, ping_until
+from recsys.serving import errors
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()), reason="nginx is not installed"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, base: Path, **env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = base / f"serve-{self.port}.log"
-        environment = dict(
-            os.environ, SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_BIND_TO_PORT=str(self.port), MODEL_SERVER_WORKERS="2"
-        )
-        environment.update(env)
-        environment.pop("RECSYS_MODEL_DIR", None)
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [str(SERVE)], env=environment, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def wait_healthy(self, timeout: float = 60) -> float:
-        while time.perf_counter() - self.started < timeout:
-            assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}:\n{self.log.read_text()}"
-            try:
-                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
-                    return time.perf_counter() - self.started
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"no /ping 200 within {timeout} s:\n{self.log.read_text()}")
-
-    def gunicorn_workers(self) -> list[int]:
-        """The gunicorn master's children (the master is serve's child running ``-m gunicorn``)."""
-        for pid in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split():
-            if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        raise AssertionError(f"no gunicorn master under serve:\n{self.log.read_text()}")
-
-    def children(self) -> list[int]:
-        """All descendants (gunicorn master and workers, nginx master and workers)."""
-        pids, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-            except OSError:
-                kids = []
-            pids += kids
-            todo += kids
-        return pids
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +77,10 @@ def test_errors_through_nginx_are_json(server):
     )
     assert too_big.status_code == 413 and too_big.headers["Content-Type"].startswith("application/json")
     assert "larger than 6 MB" in too_big.json()["error"]
+    assert too_big.content == errors.too_large(6).body  # nginx's answer is the app's constant
     missing = requests.get(f"{server.url}/metrics", timeout=2)
     assert missing.status_code == 404 and "error" in missing.json()
+    assert missing.content == errors.NOT_FOUND.body
     bad = requests.post(f"{server.url}/invocations", data=b"{", headers={"Content-Type": "application/json"}, timeout=5)
     assert bad.status_code == 400 and "error" in bad.json()
     deep = requests.post(
@@ -218,60 +160,25 @@ def test_ping_is_200_only_once_every_worker_has_loaded_the_model(model_dir, tmp_
     def loaded() -> int:
         return srv.log.read_text().count("model ready:")
 
-    def ping_until(status: int, timeout: float) -> list[str]:
-        """/ping until it answers ``status``; the 503 error messages seen on the way (and at the end)."""
-        seen: list[str] = []
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            assert srv.proc.poll() is None, srv.log.read_text()
-            try:
-                response = requests.get(f"{srv.url}/ping", timeout=2)
-            except requests.ConnectionError:
-                time.sleep(0.05)
-                continue
-            if response.status_code == 503:
-                seen.append(response.json()["error"])
-            if response.status_code == status:
-                return seen
-            time.sleep(0.05)
-        raise AssertionError(f"no /ping {status} within {timeout} s (saw {seen[-3:]}):\n{srv.log.read_text()}")
-
     user = known_user(model_dir)
-
-    def invocations_all_succeed(n: int = 24) -> list[int]:
-        statuses: list[int] = []
-
-        def ask():
-            for _ in range(n // 8):
-                statuses.append(
-                    requests.post(f"{srv.url}/invocations", json={"users": [user], "k": 3}, timeout=10).status_code
-                )
-
-        threads = [threading.Thread(target=ask) for _ in range(8)]  # concurrent: nginx spreads them over workers
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return statuses
-
     try:
-        not_ready = ping_until(200, timeout=90)
+        not_ready = ping_until(srv, 200, timeout=90)
         assert loaded() == 3, f"/ping said 200 with {loaded()} of 3 workers loaded:\n{srv.log.read_text()}"
         assert len(list(slow.glob("slowed-*"))) == 2  # the test's premise: two workers were held back
         assert not_ready and all("the model is loading: " in message for message in not_ready), not_ready
         assert {message[-len("1 of 3 workers ready") :] for message in not_ready} <= {
             f"{n} of 3 workers ready" for n in (0, 1, 2)
         }, not_ready
-        assert invocations_all_succeed() == [200] * 24
+        assert invocations_all_succeed(srv, user) == [200] * 24
 
         # A worker that dies is replaced; /ping is 503 until the replacement has loaded the model (slowly, here).
         workers = srv.gunicorn_workers()
         assert len(workers) == 3
         os.kill(workers[0], signal.SIGKILL)
-        assert ping_until(503, timeout=10)[-1].endswith("2 of 3 workers ready")  # every worker says so
-        assert set(ping_until(200, timeout=60)) <= {"the model is loading: 2 of 3 workers ready"}
+        assert ping_until(srv, 503, timeout=10)[-1].endswith("2 of 3 workers ready")  # every worker says so
+        assert set(ping_until(srv, 200, timeout=60)) <= {"the model is loading: 2 of 3 workers ready"}
         assert loaded() == 4 and len(list(slow.glob("slowed-*"))) == 3, srv.log.read_text()
-        assert invocations_all_succeed() == [200] * 24
+        assert invocations_all_succeed(srv, user) == [200] * 24
     finally:
         srv.kill()
 

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FIXTURE, make_opt_ml, train_in
+
+from helpers.algorithms import ALGORITHMS, FAST
+from helpers.opt_ml import FIXTURE, make_opt_ml, train_in
 
 SOURCE = next((FIXTURE / "input/data/train").glob("*.csv"))
-FAST = {
-    "ncf": {"algorithm": "ncf", "preset": "online_retail", "epochs": 3},
-    "als": {"algorithm": "als", "preset": "online_retail", "max_iter": 3},
-}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +46,7 @@ def report(base: Path) -> dict:
     return json.loads((base / "output/data/evaluation.json").read_text())
 
 
-@pytest.mark.parametrize("algorithm", ["ncf", "als"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_model_files_are_byte_identical_whatever_the_test_channel(tmp_path, channel_files, algorithm):
     hp = FAST[algorithm]
     train = channel_files["train"]

@@ -1,12 +1,11 @@
-"""The contract every Recommender meets (NCF and ALS alike), checked on models trained by the real `train`."""
+"""The contract every registered Recommender meets, checked on models trained by the real `train`."""
 
 import numpy as np
 import pytest
 
+from helpers.algorithms import ALGORITHMS
 from recsys.artifact import load_model
 from recsys.models import Recommender, recommender_class
-
-ALGORITHMS = ["ncf", "als"]
 
 
 @pytest.fixture(params=ALGORITHMS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recsys.platform.paths import SageMakerPaths, read_json_file
+from recsys.platform.settings import TrainingSettings
 
 
 def usable_cpus() -> int:
@@ -38,11 +39,13 @@ class ResourceConfig:
         hosts = sorted(str(h) for h in (resource.get("hosts") or [current]))
         if current not in hosts:
             hosts = sorted({*hosts, current})
+        env = TrainingSettings.from_env()  # validated here: ``train`` reads this first, inside its error handling
+        instance_type = resource.get("current_instance_type") or env.instance_type
         return cls(
             current_host=current,
             hosts=hosts,
             network_interface=resource.get("network_interface_name"),
-            instance_type=resource.get("current_instance_type") or os.environ.get("SM_CURRENT_INSTANCE_TYPE"),
+            instance_type=instance_type,
             input_data_config=channels if isinstance(channels, dict) else {},
         )
 

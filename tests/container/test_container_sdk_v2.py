@@ -298,9 +298,10 @@ def two_host_estimator(image: str, hyperparameters: dict, tmp_path: Path):
 
 
 def test_two_instances_train_once_and_both_exit_cleanly(image: str, sdk_env, channels, tmp_path: Path) -> None:
-    """instance_count=2: two containers (algo-1, algo-2) with a two-host resourceconfig.json. Until multi-host
-    training lands, the leader trains and the other host waits for its outcome; the job must succeed with one model,
-    and both containers must exit 0 (read from the engine: a worker failure fails this test)."""
+    """instance_count=2 with NCF: two containers (algo-1, algo-2) with a two-host resourceconfig.json. NCF has no
+    multi-host hook yet (ALS runs a Spark cluster across hosts: test_container_multihost.py), so the leader trains
+    and the other host waits for its outcome; the job must succeed with one model, and both containers must exit 0
+    (read from the engine: a worker failure fails this test)."""
     estimator, _, root = two_host_estimator(image, FAST["ncf"], tmp_path)
     train, test = channels
     with captured_stdout() as logs:
@@ -310,7 +311,7 @@ def test_two_instances_train_once_and_both_exit_cleanly(image: str, sdk_env, cha
     assert leader.name.startswith("algo-1-") and worker.name.startswith("algo-2-"), (leader, worker)
     states = {host.name: host.state() for host in (leader, worker)}
     assert states == {leader.name: ("exited", 0), worker.name: ("exited", 0)}, states
-    assert len(re.findall(FINAL_METRICS, text)) == 1, "exactly one host trains today"
+    assert len(re.findall(FINAL_METRICS, text)) == 1, "exactly one host trains NCF today"
     assert "waits for leader" in worker.logs()
     assert re.search(FINAL_METRICS, leader.logs()), "the leader is the host that trains"
     model_tar = Path(estimator.model_data.removeprefix("file://"))

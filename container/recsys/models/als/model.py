@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from recsys.data.interactions import Interactions
+    from recsys.platform.cluster import HostServices
+    from recsys.platform.lifecycle import StopController
+    from recsys.platform.resources import ResourceConfig
     from recsys.training.hyperparameters import Hyperparameters
     from recsys.training.roles import TrainingData
 
@@ -44,6 +47,25 @@ CONFIDENCE_MAPPINGS = ("log1p", "binary", "raw")
 # in the process (a notebook's) is used the same way. Such a session is left running; otherwise fit starts its own
 # session and stops it (and its JVM) before returning.
 SPARK_SESSION_KEY = "spark_session"
+CLUSTER_KEY = "spark_cluster"  # FitContext.extra key: the standalone cluster of a multi-host job (standalone.py)
+
+
+def _executor_report(spark: SparkSession, hosts: dict[str, str], info: dict[str, Any]) -> None:
+    """``info["executors"]``: which host each executor ran on and how many tasks it finished (logged too)."""
+    from recsys.models.als import spark as sessions
+
+    report = info["executors"] = []
+    with contextlib.suppress(Exception):  # a broken session (failed fit) has nothing worth reporting
+        for executor in sessions.executors(spark):
+            host = hosts.get(executor["address"], executor["address"])
+            report.append({**executor, "host": host})
+            log.info(
+                "Spark executor %s on host %s (%s): %d tasks",
+                executor["id"],
+                host,
+                executor["address"],
+                executor["tasks"],
+            )
 
 
 def confidence_ratings(weights: np.ndarray, implicit: bool, mapping: str = CONFIDENCE) -> np.ndarray:
@@ -135,6 +157,14 @@ def train_factors(
 
 class ALSRecommender(Recommender):
     algorithm = "als"
+
+    @classmethod
+    def host_services(cls, resources: ResourceConfig, stop: StopController) -> HostServices:
+        """How a job on several hosts trains ALS (``recsys.training.main``): a Spark standalone cluster, a worker on
+        every host and the master and driver on the leader."""
+        from recsys.models.als.standalone import SparkStandalone
+
+        return SparkStandalone(resources, stop)
 
     def __init__(
         self,
@@ -232,13 +262,15 @@ class ALSRecommender(Recommender):
                         info.update(master=shared.sparkContext.master, spark_session="shared (left running)")
                         state["spark"] = shared
                     else:
-                        settings = sessions.settings_for(ctx.resources)
+                        settings = sessions.settings_for(ctx.resources, ctx.extra.get(CLUSTER_KEY))
                         info.update(
                             master=settings.master, driver_memory=settings.driver_memory, partitions=settings.partitions
                         )
                         # Started outside `interruptible`: a SIGTERM while Spark starts is acted on once it is
                         # up, and the teardown itself is never cut short by a second signal.
-                        state["spark"] = stack.enter_context(sessions.spark_session(settings, timings))
+                        state["spark"] = stack.enter_context(sessions.spark_session(settings, timings, ctx.stop))
+                        if settings.executor_hosts:  # the stack unwinds last-in first: reported before the stop
+                            stack.callback(_executor_report, state["spark"], settings.executor_hosts, info)
                         info["spark_version"] = state["spark"].version
                 return state["spark"]
 

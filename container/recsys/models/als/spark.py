@@ -1,8 +1,8 @@
 """Creating and tearing down the Spark session ALS trains in — the one place that knows how Spark is started.
 
-Today Spark runs ``local[*]`` inside the training container. A later issue runs a standalone cluster across the
-job's hosts: it only has to build ``SparkSettings(master="spark://<leader>:7077", ...)`` (``settings_for``'s
-``master`` argument) and pass it to ``spark_session``; nothing in the recommender changes.
+A single-host job runs Spark ``local[*]`` inside the training container. A job on several hosts runs a standalone
+cluster across them (``recsys.models.als.standalone``); ``settings_for(cluster=...)`` then makes this process its
+driver, and ``spark_session`` waits until every host runs an executor. Nothing in the recommender changes.
 
 Everything here imports pyspark lazily: serving imports ``recsys.models.als.model`` and must never load pyspark.
 
@@ -25,9 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys.platform.settings import TrainingSettings
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from recsys.models.als.standalone import SparkCluster
+    from recsys.platform.lifecycle import StopController
     from recsys.platform.resources import ResourceConfig
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,7 @@ MIN_DRIVER_MEMORY_MB = 1024
 RESERVED_MEMORY_MB = 2048
 # Heaps above ~31 GiB lose compressed object pointers; more only helps data far larger than one ALS driver holds.
 MAX_DRIVER_MEMORY_MB = 31 * 1024
-DRIVER_MEMORY_ENV = "RECSYS_SPARK_DRIVER_MEMORY"  # e.g. "8g": overrides the sizing below
+DRIVER_MEMORY_ENV = "RECSYS_SPARK_DRIVER_MEMORY"  # e.g. "8g": overrides the sizing below (recsys.platform.settings)
 
 _LOG4J2 = """\
 rootLogger.level = error
@@ -82,6 +86,8 @@ class SparkSettings:
     cores: int = 1  # cores of the host (local) or of the cluster: sizes shuffle partitions and ALS blocks
     app_name: str = "recsys-als"
     conf: dict[str, str] = field(default_factory=dict)  # anything else, passed verbatim
+    # Cluster mode: worker address → host name; the session waits until each has an executor.
+    executor_hosts: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_local(self) -> bool:
@@ -94,12 +100,23 @@ class SparkSettings:
         return max(2, self.cores)
 
 
-def settings_for(resources: ResourceConfig | None = None, master: str | None = None) -> SparkSettings:
-    """The settings for this job. ``master`` defaults to ``local[*]``; a later issue passes ``spark://leader:7077``
-    (and the cluster's total cores) from ``resources``."""
-    del resources  # single host today; multi-host reads hosts/instance type from here
-    memory = os.environ.get(DRIVER_MEMORY_ENV) or f"{driver_memory_mb()}m"
-    return SparkSettings(master=master or LOCAL_MASTER, driver_memory=memory, cores=os.cpu_count() or 1)
+def settings_for(resources: ResourceConfig | None = None, cluster: SparkCluster | None = None) -> SparkSettings:
+    """The settings for this job: ``local[*]`` on this host's cores, or the driver of a standalone ``cluster``
+    (``recsys.models.als.standalone``) with one ALS block per core of the cluster."""
+    del resources  # the cluster (when there is one) already holds what the hosts offered
+    memory = TrainingSettings.from_env().spark_driver_memory
+    if cluster is None:
+        memory = memory or f"{driver_memory_mb()}m"
+        return SparkSettings(master=LOCAL_MASTER, driver_memory=memory, cores=os.cpu_count() or 1)
+    from recsys.models.als.standalone import driver_memory_mb as cluster_driver_mb
+
+    return SparkSettings(
+        master=cluster.master_url,
+        driver_memory=memory or f"{cluster_driver_mb()}m",
+        cores=cluster.total_cores,
+        conf=cluster.conf(),
+        executor_hosts=dict(cluster.hosts),
+    )
 
 
 def _spark_conf(settings: SparkSettings, work_dir: Path) -> dict[str, str]:
@@ -184,10 +201,13 @@ def shutdown(spark: SparkSession | None, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def spark_session(settings: SparkSettings, timings: dict[str, Any] | None = None) -> Iterator[SparkSession]:
+def spark_session(
+    settings: SparkSettings, timings: dict[str, Any] | None = None, stop: StopController | None = None
+) -> Iterator[SparkSession]:
     """A Spark session for the duration of the block; the JVM is gone afterwards, whatever happened inside.
 
-    ``timings["spark_start_seconds"]`` receives the start-up time (JVM launch + SparkContext).
+    ``timings["spark_start_seconds"]`` receives the start-up time (JVM launch + SparkContext, and in cluster mode
+    the wait for every host's executor, which ``stop`` can cut short).
     """
     from pyspark.sql import SparkSession
 
@@ -203,7 +223,12 @@ def spark_session(settings: SparkSettings, timings: dict[str, Any] | None = None
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("ERROR")
-        spark.sparkContext.setCheckpointDir(str(work_dir / "checkpoints"))
+        if settings.is_local:
+            # Executors on other hosts could not read each other's checkpoint files from a local directory, and
+            # there is no shared file system: a cluster fit keeps the lineage (executors get -Xss8m for its depth).
+            spark.sparkContext.setCheckpointDir(str(work_dir / "checkpoints"))
+        if settings.executor_hosts:
+            await_executors(spark, settings.executor_hosts, stop)
         if timings is not None:
             timings["spark_start_seconds"] = round(time.perf_counter() - started, 3)
         log.info(
@@ -221,6 +246,38 @@ def spark_session(settings: SparkSettings, timings: dict[str, Any] | None = None
         shutil.rmtree(work_dir, ignore_errors=True)
         if timings is not None:
             timings["spark_stop_seconds"] = round(time.perf_counter() - stopped, 3)
+
+
+def executors(spark: SparkSession) -> list[dict[str, Any]]:
+    """The application's executors (the driver left out): id, host address, tasks finished so far."""
+    sc = spark.sparkContext
+    jvm = sc._jvm
+    summaries = jvm.scala.jdk.javaapi.CollectionConverters.asJava(sc._jsc.sc().statusStore().executorList(True))
+    out = []
+    for summary in summaries:
+        if summary.id() == "driver":
+            continue
+        out.append({"id": summary.id(), "address": summary.hostPort().rsplit(":", 1)[0], "tasks": summary.totalTasks()})
+    return out
+
+
+def await_executors(
+    spark: SparkSession, hosts: dict[str, str], stop: StopController | None = None, timeout: float = 180.0
+) -> None:
+    """Block until every worker address in ``hosts`` runs an executor of this application; RuntimeError naming the
+    hosts without one after ``timeout``."""
+    deadline = time.time() + timeout
+    while True:
+        if stop is not None:
+            stop.check()
+        running = {e["address"] for e in executors(spark)}
+        missing = [f"{name} ({address})" for address, name in hosts.items() if address not in running]
+        if not missing:
+            log.info("executors registered from %d hosts: %s", len(hosts), ", ".join(sorted(hosts.values())))
+            return
+        if time.time() > deadline:
+            raise RuntimeError(f"no Spark executor started on host(s) {', '.join(missing)} within {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 def active_session() -> SparkSession | None:

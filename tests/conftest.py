@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.algorithms import ALGORITHMS, FAST, fast_hyperparameters  # noqa: F401  (re-exported)
-from helpers.opt_ml import FIXTURE, ML100K, ROOT, data_required, make_opt_ml, train_in  # noqa: F401
+from helpers.algorithms import FAST
+from helpers.opt_ml import ML100K, data_required, make_opt_ml, train_in
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.aws import moto_server
+
 from .container_helpers import ROOT, docker, free_port, require_engine, run_container, torch_index_build_args
 
 pytestmark = pytest.mark.container
@@ -54,15 +56,8 @@ def aws_cli() -> Path:
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

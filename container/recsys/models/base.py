@@ -37,6 +37,17 @@ class FitContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RetrievalSpace:
+    """Maximum-inner-product vectors for a first retrieval stage over a large catalog: ``queries(users) @ items.T``
+    ranks items like the model does (``exact``: equal to the scores up to a per-user constant, so its top K is the
+    model's) or approximately (then the serving code rescores the retrieved candidates with ``score``)."""
+
+    items: np.ndarray  # (n_items, d) float32
+    queries: Callable[[np.ndarray], np.ndarray]  # (n,) user indices → (n, d) float32
+    exact: bool
+
+
 @dataclass
 class FitResult:
     # The selected model's validation metrics (sampled HR/NDCG, full ranking; NCF: best epoch, its loss), measured
@@ -77,6 +88,11 @@ class Recommender(ABC):
         users = np.asarray(users, dtype=np.int64)
         items = np.broadcast_to(np.arange(self.n_items, dtype=np.int64), (len(users), self.n_items))
         return self.score(users, items)
+
+    def retrieval_space(self) -> RetrievalSpace | None:
+        """Vectors for a first retrieval stage (see ``RetrievalSpace``); None = this model has none (serving then
+        scores every item)."""
+        return None
 
     @abstractmethod
     def item_vectors(self) -> np.ndarray:

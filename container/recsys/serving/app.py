@@ -100,6 +100,7 @@ def create_app(
         settings.score_cache,
         settings.score_cache_mb,
         readiness or WorkerReadiness.of(settings),
+        settings.retrieval,
     )
     routes = Routes(state, settings)
     app = Flask("recsys.serving")

@@ -20,6 +20,7 @@ import numpy as np
 from recsys.artifact import LoadedModel
 from recsys.data.ids import normalize_id
 from recsys.serving.ranking import Filters, Ranked, Ranker
+from recsys.serving.retrieval import RetrievalConfig
 from recsys.serving.schema import Options, Query, RankPairs, Similar, TopK
 
 # A score cache pays when scoring one user against every item costs more than this (an MLP does; a dot product not).
@@ -32,11 +33,18 @@ class Predictor:
 
     ``score_cache``: ``auto`` precomputes the full user × item score matrix at start-up when it fits in
     ``cache_mb`` and the model's scoring is expensive (measured), ``on`` whenever it fits, ``off`` never.
+    ``retrieval``: when top-K runs in two stages (``recsys.serving.retrieval``).
     """
 
-    def __init__(self, model: LoadedModel, score_cache: str = "off", cache_mb: int = 512):
+    def __init__(
+        self,
+        model: LoadedModel,
+        score_cache: str = "off",
+        cache_mb: int = 512,
+        retrieval: RetrievalConfig = RetrievalConfig(),
+    ):
         self.model = model
-        self.ranker = Ranker(model)
+        self.ranker = Ranker(model, retrieval=retrieval)
         self.n_items = len(model.items)
         self._item_ids = model.items.ids
         self.cache_reason = self._maybe_cache(score_cache, cache_mb)

@@ -18,6 +18,7 @@ from pathlib import Path
 from recsys.platform.errors import UserError
 from recsys.platform.resources import usable_cpus
 from recsys.platform.settings import COMMON, EnvVar, log_level_number, read_all
+from recsys.serving.retrieval import MODES, RetrievalConfig
 
 MIN_PROXY_TIMEOUT = 600  # batch transform's default InvocationsTimeoutInSeconds
 READY_DIR_ENV = "RECSYS_READY_DIR"
@@ -143,6 +144,43 @@ SERVING = (
         low=0,
     ),
     EnvVar(
+        "retrieval_mode",
+        "RECSYS_RETRIEVAL",
+        str,
+        "auto",
+        "top-K over large catalogs: `two-stage` = retrieve candidates by inner product, rescore them with the model; "
+        "`auto` = two-stage from `RECSYS_RETRIEVAL_MIN_ITEMS` items (models whose scores are inner products, e.g. "
+        "ALS, are exact in one stage)",
+        choices=MODES,
+        lower=True,
+    ),
+    EnvVar(
+        "retrieval_candidates",
+        "RECSYS_RETRIEVAL_CANDIDATES",
+        int,
+        5000,
+        "candidates per user that two-stage top-K rescores with the model",
+        low=1,
+        high=1_000_000,
+    ),
+    EnvVar(
+        "retrieval_min_items",
+        "RECSYS_RETRIEVAL_MIN_ITEMS",
+        int,
+        100_000,
+        "catalog size from which `RECSYS_RETRIEVAL=auto` uses two stages",
+        low=1,
+    ),
+    EnvVar(
+        "retrieval_dims",
+        "RECSYS_RETRIEVAL_DIMS",
+        int,
+        16,
+        "dimensions of two-stage retrieval's first stage (principal directions of the item vectors)",
+        low=1,
+        high=4096,
+    ),
+    EnvVar(
         "device",
         "RECSYS_DEVICE",
         str,
@@ -193,6 +231,10 @@ class Settings:
     nginx_workers: str
     score_cache: str
     score_cache_mb: int
+    retrieval_mode: str
+    retrieval_candidates: int
+    retrieval_min_items: int
+    retrieval_dims: int
     device: str
     access_log: bool
     model_dir: Path
@@ -219,6 +261,12 @@ class Settings:
     @property
     def limits(self) -> RequestLimits:
         return RequestLimits(self.default_k, self.max_k, self.max_users, self.max_pairs, self.max_filter_items)
+
+    @property
+    def retrieval(self) -> RetrievalConfig:
+        return RetrievalConfig(
+            self.retrieval_mode, self.retrieval_candidates, self.retrieval_min_items, self.retrieval_dims
+        )
 
     @property
     def device_or_none(self) -> str | None:

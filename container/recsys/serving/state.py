@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recsys.serving.predict import Predictor
+from recsys.serving.retrieval import RetrievalConfig
 from recsys.serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ class ModelState:
         score_cache: str = "auto",
         cache_mb: int = 512,
         readiness: WorkerReadiness | None = None,
+        retrieval: RetrievalConfig = RetrievalConfig(),
     ):
+        self.retrieval = retrieval
         self.model_dir = Path(model_dir)
         self.readiness = readiness
         self.device = device
@@ -97,7 +100,7 @@ class ModelState:
         started = time.perf_counter()
         try:
             model = load_model(self.model_dir, device=self.device)
-            predictor = Predictor(model, self.score_cache, self.cache_mb)
+            predictor = Predictor(model, self.score_cache, self.cache_mb, self.retrieval)
             _warm_up(predictor)
         except Exception as exc:
             log.exception("could not load the model from %s", self.model_dir)
@@ -105,11 +108,12 @@ class ModelState:
             return
         self.predictor = predictor
         log.info(
-            "model ready: %s, %d users, %d items, score cache %s; ready in %.2f s",
+            "model ready: %s, %d users, %d items, score cache %s, top-K %s; ready in %.2f s",
             model.algorithm,
             len(model.users),
             len(model.items),
             predictor.cache_reason,
+            predictor.ranker.retrieval_reason,
             time.perf_counter() - started,
         )
 

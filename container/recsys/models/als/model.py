@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.models.base import FitContext, FitResult, Recommender
+from recsys.models.base import FitContext, FitResult, Recommender, RetrievalSpace
 from recsys.platform.errors import TrainingStopped
 from recsys.platform.lifecycle import STOPPED
 
@@ -332,6 +332,12 @@ class ALSRecommender(Recommender):
     def item_vectors(self) -> np.ndarray:
         self._require_fitted()
         return self.item_factors
+
+    def retrieval_space(self) -> RetrievalSpace:
+        """The score is the inner product itself: exact."""
+        self._require_fitted()
+        factors = self.user_factors
+        return RetrievalSpace(self.item_factors, lambda users: factors[np.asarray(users, dtype=np.int64)], exact=True)
 
     # -- persistence
     def _write_npz(self, target: Path) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from recsys.models.base import FitContext, FitResult, Recommender
+from recsys.models.base import FitContext, FitResult, Recommender, RetrievalSpace
 from recsys.models.ncf.net import FastScorer, NCFNet
 from recsys.models.ncf.trainer import (
     DistInfo,
@@ -107,6 +107,12 @@ class NCFRecommender(Recommender):
             u = self._tensor(np.broadcast_to(users[:, None], items.shape).reshape(-1))
             out = self.net(u, self._tensor(items.reshape(-1)))
             return out.float().cpu().numpy().reshape(items.shape)
+
+    def retrieval_space(self) -> RetrievalSpace:
+        """GMF: exact; MLP and NeuMF: an approximation whose candidates serving rescores (``ncf.retrieval``)."""
+        from recsys.models.ncf.retrieval import retrieval_space
+
+        return retrieval_space(self._fast())
 
     def item_vectors(self) -> np.ndarray:
         with torch.no_grad():

@@ -127,12 +127,11 @@ class FastScorer:
             predict_w = net.predict.weight.detach()[0]
             self.bias = net.predict.bias.detach().clone()
             f = net.factor_num
-            self.user_gmf = self.item_gmf_t = None
+            self.user_gmf = self.item_gmf = self._item_gmf_t = None
             if net.has_gmf:
                 w_gmf = predict_w[:f]
                 # (p_u ⊙ w) · q_i: fold the predict weights into the user table once.
                 self.user_gmf = (net.embed_user_gmf.weight.detach() * w_gmf).contiguous()
-                self.item_gmf_t = net.embed_item_gmf.weight.detach().t().contiguous()  # (f, n_items)
                 self.item_gmf = net.embed_item_gmf.weight.detach()
             if net.has_mlp:
                 linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
@@ -145,6 +144,14 @@ class FastScorer:
                 self.rest = [(m.weight.detach().t().contiguous(), m.bias.detach().clone()) for m in linears[1:]]
                 w_mlp = predict_w[f:] if net.has_gmf else predict_w
                 self.w_mlp = w_mlp.reshape(-1, 1).contiguous()
+
+    @property
+    def item_gmf_t(self) -> torch.Tensor:
+        """(f, n_items), contiguous, for ``score_all``'s matmul; built at its first use (a two-stage server over a
+        large catalog never scores every item, and this copy is 128 MB at 1M items × 32 factors)."""
+        if self._item_gmf_t is None:
+            self._item_gmf_t = self.item_gmf.t().contiguous()
+        return self._item_gmf_t
 
     def _tower(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (..., h1) pre-activation of layer 1 → (...,) the MLP part of the logit."""

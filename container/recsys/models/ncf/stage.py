@@ -115,7 +115,7 @@ class StageLoop:
         share = math.ceil(batch_size / self.dist.world_size)
         self.net.train()
         for batch in range(self.start_batch, self.steps_per_epoch):
-            if self.trainer.agree(self.trainer.stop_requested()):
+            if self.trainer.stop_agreed():
                 if self.leader is not None:
                     self._checkpoint(epoch, batch, epoch_start_rng)
                     self.leader.stop.check()

@@ -297,29 +297,6 @@ def two_host_estimator(image: str, hyperparameters: dict, tmp_path: Path):
     return estimator, output, root
 
 
-def test_two_instances_train_once_and_both_exit_cleanly(image: str, sdk_env, channels, tmp_path: Path) -> None:
-    """instance_count=2 with NCF: two containers (algo-1, algo-2) with a two-host resourceconfig.json. NCF has no
-    multi-host hook yet (ALS runs a Spark cluster across hosts: test_container_multihost.py), so the leader trains
-    and the other host waits for its outcome; the job must succeed with one model, and both containers must exit 0
-    (read from the engine: a worker failure fails this test)."""
-    estimator, _, root = two_host_estimator(image, FAST["ncf"], tmp_path)
-    train, test = channels
-    with captured_stdout() as logs:
-        estimator.fit({"train": f"file://{train}", "test": f"file://{test}"}, job_name="recsys-test-two-hosts")
-    text = logs.getvalue()
-    leader, worker = compose_hosts(root)
-    assert leader.name.startswith("algo-1-") and worker.name.startswith("algo-2-"), (leader, worker)
-    states = {host.name: host.state() for host in (leader, worker)}
-    assert states == {leader.name: ("exited", 0), worker.name: ("exited", 0)}, states
-    assert len(re.findall(FINAL_METRICS, text)) == 1, "exactly one host trains NCF today"
-    assert "waits for leader" in worker.logs()
-    assert re.search(FINAL_METRICS, leader.logs()), "the leader is the host that trains"
-    model_tar = Path(estimator.model_data.removeprefix("file://"))
-    with tarfile.open(model_tar) as tar:
-        names = {Path(m.name).name for m in tar.getmembers()}
-    assert "manifest.json" in names, names
-
-
 class KillWorker(threading.Thread):
     """SIGKILL the worker host's container while it waits for the leader and the leader is training (a host that
     dies: OOM killer, lost instance). What it did, or why it could not, is kept for the test to assert on."""
@@ -362,10 +339,13 @@ class KillWorker(threading.Thread):
 
 
 def test_worker_host_failure_fails_the_job(image: str, sdk_env, channels, tmp_path: Path) -> None:
-    """instance_count=2 and the worker host (algo-2) dies while it waits for the leader. Local mode runs
+    """instance_count=2 and the worker host (algo-2) dies while the job trains NCF on both hosts. Local mode runs
     `docker-compose up --abort-on-container-exit`: the first container to exit stops the others (SIGTERM), and
-    compose exits with that first container's code, so fit() raises RuntimeError(... code: 137). The leader, stopped
-    mid-training, exits 143 ("stopped"), writes no model and leaves the reason in output.tar.gz's `failure`."""
+    compose exits with that first container's code, so fit() raises RuntimeError(... code: 137). The leader sees the
+    host leave (its coordination connection and its rank close), stops mid-training, exits 1 with a reason naming
+    that host (143 "stopped" when compose's SIGTERM comes first), writes no model and leaves the reason in
+    output.tar.gz's `failure`. (NCF and ALS across hosts, and a failure inside a worker host's training:
+    test_container_multihost.py.)"""
     # Enough epochs (no early stop) that the leader is still training when the worker is killed; it is stopped then.
     hyperparameters = {**FAST["ncf"], "epochs": "200", "early_stopping_patience": "0"}
     estimator, output, root = two_host_estimator(image, hyperparameters, tmp_path)
@@ -385,19 +365,20 @@ def test_worker_host_failure_fails_the_job(image: str, sdk_env, channels, tmp_pa
     assert killer.error is None, killer.error
     assert killer.killed is not None
 
-    # What the engine saw: the killed worker 137 (SIGKILL), the leader stopped by compose's abort with SIGTERM:
-    # TrainingStopped, 143. Any non-zero code fails a SageMaker training job.
+    # What the engine saw: the killed worker 137 (SIGKILL), the leader 1 (the host it trained with left) or 143
+    # (compose's SIGTERM first). Any non-zero code fails a SageMaker training job.
     leader, worker = compose_hosts(root)
     assert worker == killer.killed
     states = {host.name: host.state() for host in (leader, worker)}
-    assert states == {leader.name: ("exited", 143), worker.name: ("exited", 137)}, states
+    assert states[worker.name] == ("exited", 137) and states[leader.name] in (("exited", 1), ("exited", 143)), states
     assert not re.search(FINAL_METRICS, leader.logs()), "the leader must not finish after the worker died"
     archives = list(output.rglob("output.tar.gz"))
     assert archives, f"no output.tar.gz under {output}"
     with tarfile.open(archives[0]) as tar:
         member = next((m for m in tar.getmembers() if Path(m.name).name == "failure"), None)
         assert member is not None, [m.name for m in tar.getmembers()]
-        assert "stopped" in tar.extractfile(member).read().decode()
+        reason = tar.extractfile(member).read().decode()
+        assert worker.name in reason or "stopped" in reason, reason
     models = list(output.rglob("model.tar.gz"))
     assert not models or _empty_model(models[0]), "a failed job must not produce a model"
 

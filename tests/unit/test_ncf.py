@@ -434,6 +434,31 @@ def test_distributed_data_parallel_on_cpu_with_gloo(data):
     assert result.metrics["HR"] == pytest.approx(single.metrics["HR"], abs=0.05)
 
 
+def test_sigterm_under_ddp_checkpoints_on_rank_0_and_resume_matches(data, tmp_path, monkeypatch):
+    """Two ranks agree on SIGTERM only at rank 0's periodic checks (no per-step round trip): rank 0 checkpoints where
+    they stopped, every rank leaves, and a resumed two-rank fit ends where an uninterrupted one does."""
+    from recsys.models.ncf import trainer
+
+    overrides = {"model_type": "neumf", "epochs": 2}
+    hp = hp_for(**overrides)
+    two = {WORLD_SIZE_KEY: 2}
+    _, full = fit(data, context(data, checkpoints=checkpointer(tmp_path / "a", hp), **two), **overrides)
+    # Rank 0 sizes the interval and sends it with each check: 0 s makes every step a check, so the stop lands at a
+    # known step on any machine.
+    monkeypatch.setattr(trainer, "STOP_CHECK_S", 0.0)
+    steps_per_epoch = -(-(len(data.train) * 5) // FAST["batch_size"])
+    ckpt = checkpointer(tmp_path / "b", hp)
+    with pytest.raises(TrainingStopped):
+        fit(data, context(data, stop=StopAfter(steps_per_epoch // 2), checkpoints=ckpt, **two), **overrides)
+    _, meta = ckpt.latest()
+    assert meta["epoch"] == 1 and meta["batch"] == steps_per_epoch // 2
+    monkeypatch.undo()
+    _, resumed = fit(data, context(data, checkpoints=ckpt, **two), **overrides)
+    assert [r["epoch"] for r in resumed.history] == [r["epoch"] for r in full.history]
+    for a, b in zip(resumed.history, full.history, strict=True):
+        assert a["Loss"] == pytest.approx(b["Loss"], rel=1e-6) and a["HR"] == b["HR"]
+
+
 # -- the `train` entry point
 
 

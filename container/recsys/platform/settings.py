@@ -195,6 +195,15 @@ TRAINING = (
         high=65535,
     ),
     EnvVar(
+        "distributed_port",
+        "RECSYS_DISTRIBUTED_PORT",
+        int,
+        29500,
+        "TCP port of the leader's torch.distributed store: NCF's ranks on every host of a multi-host job meet there",
+        low=1,
+        high=65535,
+    ),
+    EnvVar(
         "instance_type",
         "SM_CURRENT_INSTANCE_TYPE",
         str,
@@ -228,6 +237,7 @@ class TrainingSettings:
     checkpoint_dir: Path | None  # None: $SAGEMAKER_BASE_DIR/checkpoints (``SageMakerPaths.checkpoint_dir``)
     spark_driver_memory: str | None  # None: sized from the machine (``recsys.models.als.spark``)
     coordination_port: int
+    distributed_port: int
     instance_type: str | None
 
     @classmethod

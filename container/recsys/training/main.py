@@ -233,9 +233,8 @@ def write_failure(paths: SageMakerPaths, reason: str) -> None:
 
 def _host_services(paths: SageMakerPaths, resources: ResourceConfig, stop: StopController) -> HostServices | None:
     """The algorithm's multi-host hook: its Recommender's ``host_services(resources, stop)`` classmethod (ALS: a
-    Spark standalone cluster). None: the leader trains alone and the other hosts wait for it (NCF today; a
-    torch.distributed hook would make every host run ``fit``). Bad hyperparameters give None here: the leader
-    reports them."""
+    Spark standalone cluster; NCF: torch.distributed ranks). None: the leader trains alone and the other hosts wait
+    for it. Bad hyperparameters give None here: the leader reports them."""
     try:
         algorithm = parse(read_json_file(paths.hyperparameters_file, "hyperparameters.json", default={})).algorithm
     except UserError:

@@ -2,11 +2,13 @@
 
 - Network and the fast inference path: ``recsys.models.ncf.net`` (``NCFNet``, ``FastScorer``).
 - Negative sampling, on the device and exact: ``recsys.models.ncf.sampler``.
-- Training loop, checkpoints, SIGTERM, mixed precision, DistributedDataParallel: ``recsys.models.ncf.trainer``.
+- Training loop, checkpoints, SIGTERM, mixed precision, DistributedDataParallel: ``recsys.models.ncf.trainer``;
+  the process group: ``recsys.models.ncf.ranks``; across the hosts of a job: ``recsys.models.ncf.hosts``.
 
 Device: ``device=auto`` takes CUDA when present (mixed precision there: bf16 autocast, or fp16 with a GradScaler on
-GPUs without bf16), else the CPU with one intra-op thread per available core. Several GPUs on one host: one process
-per GPU under DistributedDataParallel (NCCL); this process is rank 0 and does everything but training alone.
+GPUs without bf16), else the CPU with one intra-op thread per available core. Several GPUs: one process per GPU
+under DistributedDataParallel (NCCL); several hosts: those of every host, or one process per host on CPU (gloo). This
+process is rank 0 and does everything but training alone.
 
 Scoring (``score``/``score_all``) runs under ``torch.inference_mode`` on precomputed per-item tensors, rebuilt
 whenever a parameter's version counter changes (an optimizer step, ``load_state_dict``), so it is always current.
@@ -15,8 +17,6 @@ whenever a parameter's version counter changes (an optimizer step, ``load_state_
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch
 
 from recsys.models.base import FitContext, FitResult, Recommender, RetrievalSpace
 from recsys.models.ncf.net import FastScorer, NCFNet
+from recsys.models.ncf.ranks import RankGroup
 from recsys.models.ncf.trainer import (
     DistInfo,
     Leader,
@@ -36,11 +37,14 @@ from recsys.models.ncf.trainer import (
     amp_dtype,
     load_checkpoint,
     resolve_device,
-    train_worker,
 )
+from recsys.platform.errors import TrainingStopped
 from recsys.platform.resources import usable_cpus
 
 if TYPE_CHECKING:
+    from recsys.platform.cluster import HostServices
+    from recsys.platform.lifecycle import StopController
+    from recsys.platform.resources import ResourceConfig
     from recsys.training.hyperparameters import Hyperparameters
     from recsys.training.roles import TrainingData
 
@@ -55,6 +59,14 @@ THREADS_KEY = "ncf_threads"
 
 class NCFRecommender(Recommender):
     algorithm = "ncf"
+
+    @classmethod
+    def host_services(cls, resources: ResourceConfig, stop: StopController) -> HostServices:
+        """How a job on several hosts trains NCF (``recsys.training.main``): torch.distributed, rank 0 on the leader
+        and the ranks of every other host training with it."""
+        from recsys.models.ncf.hosts import TorchDistributed
+
+        return TorchDistributed(resources, stop)
 
     def __init__(self, hp: Hyperparameters, n_users: int, n_items: int, device: str | None = None):
         super().__init__(hp, n_users, n_items)
@@ -152,19 +164,49 @@ class NCFRecommender(Recommender):
 
     # -- training
     def fit(self, data: TrainingData, ctx: FitContext) -> FitResult:
-        cfg = TrainConfig.from_hp(self.hp)
-        device = self.device
         threads = ctx.extra.get(THREADS_KEY) or usable_cpus()
-        if device.type == "cpu":
+        if self.device.type == "cpu":
             torch.set_num_threads(int(threads))
             # Adam's second-moment estimates of rarely seen embedding rows decay into subnormal floats, which the
             # CPU handles ~100× slower; flushing them to zero changes nothing measurable in the results.
             torch.set_flush_denormal(True)
-        world_size = int(ctx.extra.get(WORLD_SIZE_KEY) or 0)
-        if not world_size:
-            world_size = torch.cuda.device_count() if device.type == "cuda" else 1
-        if world_size > 1 and device.type == "cuda" and device.index not in (None, 0):
-            world_size = 1  # a specific GPU was asked for
+        group = self._group(ctx, int(threads))
+        outcome = "failed"
+        try:
+            result = self._fit(data, ctx, group)
+            outcome = "ok"
+            return result
+        except TrainingStopped:
+            outcome = "stopped"
+            raise
+        finally:
+            if group is not None:
+                group.close(outcome)
+
+    def _group(self, ctx: FitContext, threads: int) -> RankGroup | None:
+        """The process group of this fit: every host's ranks in a multi-host job, else one rank per GPU of this
+        host (or ``WORLD_SIZE_KEY`` CPU processes); None for one process."""
+        from recsys.models.ncf.hosts import CLUSTER_KEY, cluster_group
+
+        device = self.device
+        cluster = ctx.extra.get(CLUSTER_KEY)
+        if cluster is not None:
+            group = cluster_group(cluster, device, threads, ctx.resources.current_host)
+        else:
+            world_size = int(ctx.extra.get(WORLD_SIZE_KEY) or 0)
+            if not world_size:
+                world_size = torch.cuda.device_count() if device.type == "cuda" else 1
+            if world_size > 1 and device.type == "cuda" and device.index not in (None, 0):
+                world_size = 1  # a specific GPU was asked for
+            if world_size <= 1:
+                return None
+            per_rank = max(1, threads // world_size) if device.type == "cpu" else None
+            group = RankGroup.on_this_host(world_size, device, per_rank)
+        self.device = group.device
+        return group
+
+    def _fit(self, data: TrainingData, ctx: FitContext, group: RankGroup | None) -> FitResult:
+        cfg = TrainConfig.from_hp(self.hp)
         resume_path, resume = None, None
         if ctx.checkpoints is not None:
             found = ctx.checkpoints.latest()  # UserError for a checkpoint of another configuration
@@ -182,24 +224,24 @@ class NCFRecommender(Recommender):
                 stop=ctx.stop,
                 checkpoints=ctx.checkpoints,
             )
-            net, results = self._train(cfg, data.train, world_size, leader, resume, resume_path, threads)
+            net, results = self._train(cfg, data.train, group, leader, resume)
             self.set_net(net.eval())
-            selection = self._selection(results, world_size, resume_path)
+            selection = self._selection(results, group.world_size if group else 1, resume_path)
             selection["metrics"] = self.selected_metrics(ctx, selection["metrics"])
             resume = resume_path = None
         select_seconds = time.perf_counter() - started
         refit = None
         if ctx.refit:
-            refit = self._refit(cfg, data, ctx, selection, world_size, resume, resume_path, threads)
+            refit = self._refit(cfg, data, ctx, selection, group, resume, resume_path)
         info = {**selection["info"], "phases": {"select_seconds": round(select_seconds, 3)}}
         if refit is not None:
             info["phases"]["refit_seconds"] = refit["seconds"]
         return FitResult(metrics=selection["metrics"], history=selection["history"], info=info, refit=refit)
 
-    def _train(self, cfg, train, world_size, leader, resume, resume_path, threads):
+    def _train(self, cfg, train, group: RankGroup | None, leader, resume):
         inputs = TrainInputs.of(train, self.n_users, self.n_items, self.device)
-        if world_size > 1:
-            return self._fit_distributed(cfg, inputs, world_size, leader, resume, resume_path, threads)
+        if group is not None:
+            return group.train(cfg, inputs, leader, resume, on_net=self.set_net)
         return self._trainer(cfg, inputs, DistInfo(), leader).run(resume)
 
     def _selection(self, results, world_size: int, resume_path) -> dict[str, Any]:
@@ -223,7 +265,7 @@ class NCFRecommender(Recommender):
         epochs = {r.stage: int(r.best.get("epoch") or r.epochs_run or 1) for r in results}
         return {"metrics": metrics, "history": history, "info": info, "epochs": epochs}
 
-    def _refit(self, cfg, data, ctx, selection, world_size, resume, resume_path, threads) -> dict[str, Any]:
+    def _refit(self, cfg, data, ctx, selection, group, resume, resume_path) -> dict[str, Any]:
         """Retrain on all of ``train`` for each stage's selected number of epochs; the last state is the model."""
         refit_cfg = replace(cfg, phase="refit", stage_epochs=dict(selection["epochs"]), patience=0)
         leader = Leader(
@@ -235,7 +277,7 @@ class NCFRecommender(Recommender):
         )
         log.info("refit on all %d interactions of train: epochs %s", len(data.all), refit_cfg.stage_epochs)
         started = time.perf_counter()
-        net, results = self._train(refit_cfg, data.all, world_size, leader, resume, resume_path, threads)
+        net, results = self._train(refit_cfg, data.all, group, leader, resume)
         self.set_net(net.eval())
         return {
             "epochs": refit_cfg.stage_epochs,
@@ -253,63 +295,6 @@ class NCFRecommender(Recommender):
     def _evaluate(self, net: NCFNet, ctx: FitContext) -> dict[str, float]:
         self.set_net(net)
         return ctx.evaluator.sampled(self)
-
-    def _fit_distributed(self, cfg, inputs: TrainInputs, world_size, leader, resume, resume_path, threads):
-        """Rank 0 here, ranks 1.. in spawned processes (no fork: CUDA and /dev/shm safe)."""
-        import torch.distributed as dist
-
-        device = self.device
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        # A file store on this host: no port to pick (a free port can be taken before the group binds it).
-        rendezvous = Path(tempfile.mkdtemp(prefix="recsys-ddp-"))
-        init_method = f"file://{rendezvous / 'store'}"
-        per_rank_threads = max(1, int(threads) // world_size) if device.type == "cpu" else None
-        resume_file = str(resume_path) if resume_path else None
-        workers = _spawn_workers(world_size, backend, init_method, cfg, inputs, resume_file, per_rank_threads)
-        local = _device_of(device, 0)
-        if local.type == "cuda":
-            torch.cuda.set_device(local)
-        if per_rank_threads:
-            torch.set_num_threads(per_rank_threads)
-        self.device = local
-        dist.init_process_group(backend, init_method=init_method, rank=0, world_size=world_size)
-        try:
-            local_inputs = replace(inputs, device=local)
-            result = self._trainer(cfg, local_inputs, DistInfo(0, world_size, backend), leader).run(resume)
-        except BaseException:
-            for worker in workers:  # they may be blocked in a collective rank 0 will never join
-                if worker.is_alive():
-                    worker.terminate()
-            raise
-        finally:
-            dist.destroy_process_group()
-            for worker in workers:
-                worker.join(timeout=60)
-            shutil.rmtree(rendezvous, ignore_errors=True)
-        failed = [w.exitcode for w in workers if w.exitcode != 0]
-        if failed:
-            raise RuntimeError(f"distributed training: worker processes exited with codes {failed}")
-        return result
-
-
-def _device_of(device: torch.device, rank: int) -> torch.device:
-    """Rank ``rank``'s device: its own GPU, or the CPU."""
-    return torch.device(f"cuda:{rank}" if device.type == "cuda" else "cpu")
-
-
-def _spawn_workers(world_size, backend, init_method, cfg: TrainConfig, inputs: TrainInputs, resume_file, threads):
-    """Starts ranks 1.. of the process group, each on its own device."""
-    import torch.multiprocessing as mp
-
-    context = mp.get_context("spawn")
-    workers = []
-    for rank in range(1, world_size):
-        rank_inputs = replace(inputs, device=_device_of(inputs.device, rank))
-        args = (rank, world_size, backend, init_method, cfg, rank_inputs, resume_file, threads)
-        workers.append(context.Process(target=train_worker, args=args, daemon=True))
-    for worker in workers:
-        worker.start()
-    return workers
 
 
 def _throughput(results) -> dict[str, float | None]:

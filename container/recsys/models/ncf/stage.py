@@ -73,7 +73,7 @@ class StageLoop:
             self.generator.set_state(state.rng["sampler"])
         else:  # saved mid-epoch (SIGTERM): rebuild that epoch's tensors, then continue at the saved batch
             self.replay_rng = state.rng["epoch_start"]
-            self.loss_sum.fill_(state.loss_sum)
+            self.loss_sum.fill_(state.loss_sum if self.dist.rank == 0 else 0.0)  # the saved sum is all ranks'
         torch.set_rng_state(state.rng["torch"])
         if self.device.type == "cuda" and state.rng.get("cuda") is not None:
             torch.cuda.set_rng_state(state.rng["cuda"], self.device)
@@ -115,7 +115,9 @@ class StageLoop:
         share = math.ceil(batch_size / self.dist.world_size)
         self.net.train()
         for batch in range(self.start_batch, self.steps_per_epoch):
-            if self.trainer.agree(self.trainer.stop_requested()):
+            if self.trainer.stop_agreed():
+                if self.dist.active:  # the checkpoint holds the loss of every rank's rows so far
+                    torch.distributed.all_reduce(self.loss_sum)
                 if self.leader is not None:
                     self._checkpoint(epoch, batch, epoch_start_rng)
                     self.leader.stop.check()

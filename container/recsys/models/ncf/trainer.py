@@ -8,21 +8,22 @@ kernels and no host round trip (the loss is summed on the device and read once p
 Distributed: one process per device. Rank 0 is always the calling process: it evaluates, reports, checkpoints and
 owns SIGTERM; the other ranks (spawned, ``spawn`` start method, no /dev/shm tensors) train only. All ranks build the
 same epoch tensors from the same seed and each takes its share of every global batch, so ``batch_size`` means the
-same thing (samples per optimizer step) for any world size; DDP averages the gradients. Rank 0 broadcasts the
-"stop now" flag every step and the "continue" decision every epoch. The process group arguments (backend, init
-method, rank, world size) are explicit, so a multi-host launcher can call ``train_worker`` directly.
+same thing (samples per optimizer step) for any world size; DDP averages the gradients. No step waits on the host:
+rank 0 broadcasts the "continue" decision once per epoch, and "stop now" (SIGTERM) only at checks about
+``STOP_CHECK_S`` apart, each check telling the ranks how many steps to go before the next one; one process checks its
+stop flag (a Python bool) every step. The process group (one host or several) is ``recsys.models.ncf.ranks``'s.
 
 Modules: ``config`` (what a fit is configured with, and the optimizer and learning-rate policies), ``state``
-(``TrainState``: what a checkpoint holds), ``stage`` (``StageLoop``: one stage's epochs and steps) and this one
-(``Trainer``: the stages of a fit in order; ``train_worker``: a non-leader rank).
+(``TrainState``: what a checkpoint holds), ``stage`` (``StageLoop``: one stage's epochs and steps), ``ranks`` (the
+process group: rank 0 hands each fit to the others), ``hosts`` (the ranks of a multi-host job) and this one
+(``Trainer``: the stages of a fit in order).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -39,9 +40,13 @@ from recsys.models.ncf.net import NCFNet
 from recsys.models.ncf.sampler import NegativeSampler, recency_weights
 from recsys.models.ncf.stage import StageLoop
 from recsys.models.ncf.state import StageResult, TrainState, cpu_state, load_checkpoint
-from recsys.platform.errors import TrainingStopped
 
 log = logging.getLogger(__name__)
+
+# Several ranks: SIGTERM is agreed on about this often (a broadcast and a host read), so a stop still checkpoints
+# and exits within seconds while steps in between never wait on the host.
+STOP_CHECK_S = 1.0
+MAX_STOP_CHECK_STEPS = 100_000
 
 
 class Trainer:
@@ -65,16 +70,38 @@ class Trainer:
         self.amp = amp_dtype(self.device)
         self.samples_per_epoch = self.sampler.n_positives + len(self.neg_users)
         self.batch_size = cfg.effective_batch_size(self.samples_per_epoch)
-        self._flag = torch.zeros(1, device=self.device) if self.dist.active else None
+        self._flag = torch.zeros(2, dtype=torch.int64, device=self.device) if self.dist.active else None
+        self._until_check, self._steps, self._checked_at = 1, 0, time.perf_counter()
 
     # -- distributed helpers (no-ops on one device)
     def agree(self, value: bool) -> bool:
-        """Rank 0's ``value`` on every rank."""
+        """Rank 0's ``value`` on every rank (once per epoch)."""
         if not self.dist.active:
             return value
-        self._flag.fill_(1.0 if value else 0.0)
+        self._flag[0] = int(value)
         torch.distributed.broadcast(self._flag, src=0)
-        return bool(self._flag.item())
+        self._steps, self._checked_at = 0, time.perf_counter()  # rank 0's evaluation is no training time
+        return bool(self._flag[0].item())
+
+    def stop_agreed(self) -> bool:
+        """Called before every step: whether to stop (rank 0's SIGTERM) here, on every rank alike. Several ranks
+        communicate only at checks: rank 0 sends its flag and the number of steps to the next check, sized from its
+        measured step rate to come ``STOP_CHECK_S`` later; in between this returns False at no cost."""
+        if not self.dist.active:
+            return self.stop_requested()
+        self._steps += 1
+        self._until_check -= 1
+        if self._until_check > 0:
+            return False
+        if self.leader is not None:
+            now = time.perf_counter()
+            rate = self._steps / max(now - self._checked_at, 1e-6)
+            steps = int(min(max(1.0, rate * STOP_CHECK_S), MAX_STOP_CHECK_STEPS))
+            self._flag.copy_(torch.tensor([int(self.stop_requested()), steps]))
+            self._steps, self._checked_at = 0, now
+        torch.distributed.broadcast(self._flag, src=0)
+        stop, self._until_check = self._flag.tolist()
+        return bool(stop)
 
     def stop_requested(self) -> bool:
         return self.leader is not None and self.leader.stop.requested
@@ -128,32 +155,6 @@ class Trainer:
         return loop.run()
 
 
-def train_worker(
-    rank: int,
-    world_size: int,
-    backend: str,
-    init_method: str,
-    cfg: TrainConfig,
-    inputs: TrainInputs,
-    resume_path: str | None,
-    threads: int | None = None,
-) -> None:
-    """A non-leader rank: joins the process group, trains in lockstep with rank 0, returns when rank 0 stops.
-    ``inputs.device`` is this rank's device."""
-    if threads:
-        torch.set_num_threads(threads)
-    if inputs.device.type == "cuda":
-        torch.cuda.set_device(inputs.device)
-    torch.distributed.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
-    try:
-        resume = load_checkpoint(Path(resume_path)) if resume_path else None
-        trainer = Trainer(cfg, inputs, DistInfo(rank, world_size, backend))
-        with contextlib.suppress(TrainingStopped):
-            trainer.run(resume)
-    finally:
-        torch.distributed.destroy_process_group()
-
-
 __all__ = [
     "DistInfo",
     "Leader",
@@ -165,5 +166,4 @@ __all__ = [
     "amp_dtype",
     "load_checkpoint",
     "resolve_device",
-    "train_worker",
 ]

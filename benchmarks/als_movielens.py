@@ -28,7 +28,8 @@ from pathlib import Path
 
 from common import ML100K, RETAIL, load, opt_ml_with
 
-from recsys.models.als.model import ALSRecommender, train_factors
+from recsys.models.als.factors import train_factors
+from recsys.models.als.model import ALSRecommender
 from recsys.models.base import FitContext
 from recsys.platform.lifecycle import StopController
 from recsys.platform.resources import ResourceConfig

@@ -247,8 +247,6 @@ def profile(args) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    import recsys.models.ncf.trainer as ncf_train
-
     ml_file = args.ml100k / "u.data"
     if not ml_file.is_file():
         print(f"SKIP profile: {ml_file} not found")
@@ -257,7 +255,6 @@ def profile(args) -> None:
     hp, data, evaluator = load(ml_file, hps)
     model = NCFRecommender(hp, len(data.users), len(data.items))
     profiler = torch_profile(activities=[ProfilerActivity.CPU])
-    original = ncf_train.Trainer.train_stage
     extra = {THREADS_KEY: args.threads} if args.threads else {}
 
     def evaluate_then_profile(net, ctx_):
@@ -271,7 +268,6 @@ def profile(args) -> None:
     ctx = FitContext(evaluator=evaluator, stop=StopController(), resources=ResourceConfig(), extra=extra)
     model.fit(data, ctx)
     profiler.stop()
-    ncf_train.Trainer.train_stage = original
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 

@@ -21,12 +21,11 @@ import pytest
 
 from recsys.data.ids import IdIndex
 from recsys.data.interactions import Interactions
+from recsys.models.als.factors import _factors_to_numpy, confidence_ratings
 from recsys.models.als.model import (
     FACTORS_FILE,
     SPARK_SESSION_KEY,
     ALSRecommender,
-    _factors_to_numpy,
-    confidence_ratings,
 )
 from recsys.models.base import FitContext
 from recsys.platform.checkpoints import Checkpointer

@@ -5,10 +5,7 @@ Spark fits ALS in implicit-feedback mode (Hu, Koren & Volinsky 2008: preference 
 confidence ``1 + alpha * r``) or explicit mode (``r`` is a rating to reconstruct); the user and item factors are then
 exported to numpy float32 arrays ordered by index, and the Spark session and its JVM are stopped.
 
-Confidence mapping (implicit mode): ``r = log1p(weight)``. Summed retail quantities are heavy-tailed (1 … thousands);
-``log1p`` keeps a bulk buyer's line from drowning everything else, and on MovieLens ratings (1 … 5) it gives
-``r`` in 0.69 … 1.79, a mild preference for liked films. ``benchmarks/als_movielens.py --sweep`` compares it with
-binary (``r = 1``) and raw weights; see benchmarks/README.md. Explicit mode uses the weights as given.
+The fit itself (ratings DataFrame, the estimator, factors back to numpy): ``recsys.models.als.factors``.
 
 Everything after the fit — scoring, item vectors, save, load — is numpy: serving never starts a JVM, and importing
 this module does not import pyspark (pyspark is imported inside the functions ``fit`` uses).
@@ -24,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.models.als.factors import CONFIDENCE, train_factors
 from recsys.models.base import FitContext, FitResult, Recommender, RetrievalSpace
 from recsys.platform.errors import TrainingStopped
 from recsys.platform.lifecycle import STOPPED
@@ -41,8 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FACTORS_FILE = "als_factors.npz"
-CONFIDENCE = "log1p"  # how implicit weights become Spark's rating r (confidence 1 + alpha * r); see module doc
-CONFIDENCE_MAPPINGS = ("log1p", "binary", "raw")
 # FitContext.extra key: an already running SparkSession to train in (benchmarks, tests). A session already active
 # in the process (a notebook's) is used the same way. Such a session is left running; otherwise fit starts its own
 # session and stops it (and its JVM) before returning.
@@ -66,93 +62,6 @@ def _executor_report(spark: SparkSession, hosts: dict[str, str], info: dict[str,
                 executor["address"],
                 executor["tasks"],
             )
-
-
-def confidence_ratings(weights: np.ndarray, implicit: bool, mapping: str = CONFIDENCE) -> np.ndarray:
-    """The ``rating`` column Spark gets: implicit weights mapped per ``mapping``; explicit ratings unchanged."""
-    weights = np.asarray(weights, dtype=np.float32)
-    if not implicit or mapping == "raw":
-        return weights
-    if mapping == "log1p":
-        return np.log1p(np.maximum(weights, 0.0)).astype(np.float32)
-    if mapping == "binary":
-        return np.ones_like(weights)
-    raise ValueError(f"unknown confidence mapping {mapping!r}; choose one of {', '.join(CONFIDENCE_MAPPINGS)}")
-
-
-def _factors_to_numpy(frame: Any, count: int, rank: int) -> np.ndarray:
-    """Spark's (id, features) factor DataFrame → (count, rank) float32, row i = index i; absent ids stay zero."""
-    table = frame.select("id", "features").toArrow()
-    out = np.zeros((count, rank), dtype=np.float32)
-    if table.num_rows:
-        ids = table.column("id").to_numpy().astype(np.int64)
-        features = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        out[ids] = features.reshape(len(ids), rank)
-    return out
-
-
-def train_factors(
-    spark: SparkSession,
-    train: Interactions,
-    hp: Hyperparameters,
-    mapping: str = CONFIDENCE,
-    timings: dict[str, Any] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fit Spark ALS on ``train`` (dense indices) → (user factors (n_users, rank), item factors (n_items, rank))."""
-    import pandas as pd
-    from pyspark.ml.recommendation import ALS
-
-    timings = {} if timings is None else timings
-    started = time.perf_counter()
-    if train.n_users >= 2**31 or train.n_items >= 2**31:
-        raise ValueError("Spark ALS needs user and item indices below 2^31")
-    frame = pd.DataFrame(
-        {
-            "user": train.users.astype(np.int32),
-            "item": train.items.astype(np.int32),
-            "rating": confidence_ratings(train.weights, hp.implicit_prefs, mapping),
-        }
-    )
-    ratings = spark.createDataFrame(frame)  # Arrow: columnar batches, not rows
-    del frame
-    # ALS blocks = the session's parallelism (cores in local mode): more blocks only add shuffle overhead here.
-    blocks = max(2, spark.sparkContext.defaultParallelism)
-    timings["dataframe_seconds"] = round(time.perf_counter() - started, 3)
-
-    jsc = spark.sparkContext._jsc
-    cached_before = set(jsc.getPersistentRDDs().keys())
-    try:
-        started = time.perf_counter()
-        als = ALS(
-            rank=hp.rank,
-            maxIter=hp.max_iter,
-            regParam=hp.reg_param,
-            alpha=hp.alpha,
-            implicitPrefs=hp.implicit_prefs,
-            nonnegative=hp.nonnegative,
-            checkpointInterval=hp.checkpoint_interval,
-            seed=hp.seed,
-            userCol="user",
-            itemCol="item",
-            ratingCol="rating",
-            numUserBlocks=blocks,
-            numItemBlocks=blocks,
-        )
-        model = als.fit(ratings)
-        timings["fit_seconds"] = round(time.perf_counter() - started, 3)
-
-        started = time.perf_counter()
-        users = _factors_to_numpy(model.userFactors, train.n_users, hp.rank)
-        items = _factors_to_numpy(model.itemFactors, train.n_items, hp.rank)
-        timings["export_seconds"] = round(time.perf_counter() - started, 3)
-    finally:
-        # ALS leaves its factor RDDs cached; a session that outlives the fit (notebook, benchmark) gets them back.
-        # Skipped after an interrupted fit: the session is being torn down then anyway.
-        if "fit_seconds" in timings:
-            for rdd_id, rdd in jsc.getPersistentRDDs().items():
-                if rdd_id not in cached_before:
-                    rdd.unpersist(False)
-    return users, items
 
 
 class ALSRecommender(Recommender):
@@ -275,32 +184,7 @@ class ALSRecommender(Recommender):
                 return state["spark"]
 
             def fit_factors(train: Interactions) -> tuple[np.ndarray, np.ndarray]:
-                spark = session()
-                fit_timings: dict[str, Any] = {}
-                try:
-                    with ctx.stop.interruptible():
-                        factors = train_factors(spark, train, self.hp, timings=fit_timings)
-                except TrainingStopped:
-                    raise
-                except BaseException as exc:
-                    if shared is not None:
-                        with contextlib.suppress(Exception):  # the session lives on: leave no job of ours running
-                            shared.sparkContext.cancelAllJobs()
-                    # A SIGTERM inside a py4j call surfaces wrapped in py4j's own error.
-                    if ctx.stop.requested and isinstance(exc, Exception):
-                        raise TrainingStopped(STOPPED) from exc
-                    raise
-                for key, value in fit_timings.items():
-                    timings[key] = round(timings.get(key, 0.0) + value, 3)
-                log.info(
-                    "ALS rank=%d max_iter=%d implicit=%s on %d interactions: fit %.1f s",
-                    self.hp.rank,
-                    self.hp.max_iter,
-                    self.hp.implicit_prefs,
-                    len(train),
-                    fit_timings.get("fit_seconds", 0.0),
-                )
-                return factors
+                return self._fit_in(session(), shared is not None, ctx, train, timings)
 
             started = time.perf_counter()
             try:
@@ -310,6 +194,33 @@ class ALSRecommender(Recommender):
                     stack.close()  # stops a session of our own (and its JVM) now, so the timings include it
                     info.update(timings)
                     info["spark_total_seconds"] = round(time.perf_counter() - started, 3)
+
+    def _fit_in(
+        self, spark: SparkSession, shared: bool, ctx: FitContext, train: Interactions, timings: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One ALS fit in ``spark``, interruptible by SIGTERM; its timings are added to ``timings``."""
+        fit_timings: dict[str, Any] = {}
+        try:
+            with ctx.stop.interruptible():
+                factors = train_factors(spark, train, self.hp, timings=fit_timings)
+        except TrainingStopped:
+            raise
+        except BaseException as exc:
+            if shared:
+                with contextlib.suppress(Exception):  # the session lives on: leave no job of ours running
+                    spark.sparkContext.cancelAllJobs()
+            # A SIGTERM inside a py4j call surfaces wrapped in py4j's own error.
+            if ctx.stop.requested and isinstance(exc, Exception):
+                raise TrainingStopped(STOPPED) from exc
+            raise
+        for key, value in fit_timings.items():
+            timings[key] = round(timings.get(key, 0.0) + value, 3)
+        hp = self.hp
+        log.info(
+            "ALS rank=%d max_iter=%d implicit=%s on %d interactions: fit %.1f s",
+            *(hp.rank, hp.max_iter, hp.implicit_prefs, len(train), fit_timings.get("fit_seconds", 0.0)),
+        )
+        return factors
 
     # -- inference (numpy only)
     def _require_fitted(self) -> None:

@@ -129,7 +129,10 @@ class Trainer:
                 net.load_pretrained(gmf.to(self.device), mlp.to(self.device))
                 lr = self.cfg.lr * PRETRAINED_LR_SCALE
             stage_resume = resume if resume and resume.stage == stage else None
-            result = self.train_stage(net, stage, index, lr, done, results, stage_resume)
+            loop = StageLoop(self, net, stage, index, lr, done, results)
+            if stage_resume is not None:
+                loop.restore(stage_resume)
+            result = loop.run()
             results.append(result)
             if result.best_state is not None:
                 net.load_state_dict(result.best_state)
@@ -137,22 +140,6 @@ class Trainer:
             resume = None
         self.on_net(net)
         return net, results
-
-    # -- one stage
-    def train_stage(
-        self,
-        net: NCFNet,
-        stage: str,
-        stage_index: int,
-        lr: float,
-        done: dict[str, dict[str, torch.Tensor]],
-        earlier: list[StageResult],
-        resume: TrainState | None,
-    ) -> StageResult:
-        loop = StageLoop(self, net, stage, stage_index, lr, done, earlier)
-        if resume is not None:
-            loop.restore(resume)
-        return loop.run()
 
 
 __all__ = [

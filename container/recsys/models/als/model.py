@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.models.als.progress import FitProgress
 from recsys.models.base import FitContext, FitResult, Recommender
 from recsys.platform.errors import TrainingStopped
 from recsys.platform.lifecycle import STOPPED
@@ -138,7 +139,8 @@ def train_factors(
             numUserBlocks=blocks,
             numItemBlocks=blocks,
         )
-        model = als.fit(ratings)
+        with FitProgress(spark.sparkContext, f"als fit ({hp.max_iter} iterations)"):
+            model = als.fit(ratings)
         timings["fit_seconds"] = round(time.perf_counter() - started, 3)
 
         started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Cost vs size: the real ``train`` (NCF, 1 epoch; Spark ALS, a few iterations) on synthetic power-law logs.
 
     .venv/bin/python benchmarks/scale.py [--sizes 100k,1m,5m,20m] [--formats parquet,csv] [--algorithms ncf,als]
-                                         [--als-iterations 3] [--out benchmarks/results/scale]
+                                         [--als-iterations 3] [--ncf k=v,...] [--checkout DIR] [--out PATH]
 
 Per size, ``benchmarks/synthetic.py``'s generator writes a log (power-law user activity and item popularity;
 users = rows / 20 up to 1M, items = rows / 200 up to 100K; seed 0) as Parquet and CSV; each run is
@@ -63,7 +63,7 @@ def write(table: pa.Table, directory: Path, fmt: str) -> Path:
     return path
 
 
-def train(data_file: Path, hyperparameters: dict, log_file: Path) -> dict:
+def train(data_file: Path, hyperparameters: dict, log_file: Path, checkout: Path = ROOT) -> dict:
     """One ``train`` in its own process → its report, plus the wall time seen from outside."""
     with tempfile.TemporaryDirectory() as tmp:
         channel = Path(tmp) / "input" / "data" / "train"
@@ -72,7 +72,7 @@ def train(data_file: Path, hyperparameters: dict, log_file: Path) -> dict:
         config = Path(tmp) / "input" / "config"
         config.mkdir(parents=True)
         (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
-        env = {**os.environ, "SAGEMAKER_BASE_DIR": tmp, "PYTHONPATH": str(ROOT / "container")}
+        env = {**os.environ, "SAGEMAKER_BASE_DIR": tmp, "PYTHONPATH": str(checkout / "container")}
         started = time.perf_counter()
         with log_file.open("w") as log:
             rc = subprocess.run([sys.executable, "-m", "recsys.training"], env=env, stdout=log, stderr=log).returncode
@@ -147,8 +147,13 @@ def plot(rows: list[dict], path: Path) -> None:
         pts = sorted((r["rows"], r[key]) for r in ok if (r["algorithm"], r["format"]) == (algorithm, fmt))
         if pts:
             axes[0].plot(*zip(*pts), marker="o", label=label)
-    pts = sorted((r["rows"], r["peak_rss_mb"] / 1024) for r in ok if r["format"] == "parquet")
-    axes[1].plot(*zip(*pts), "o") if pts else None
+    for algorithm in ("ncf", "als"):
+        pts = sorted(
+            (r["rows"], r["peak_rss_mb"] / 1024) for r in ok if (r["algorithm"], r["format"]) == (algorithm, "parquet")
+        )
+        if pts:
+            axes[1].plot(*zip(*pts), marker="o", label=f"{algorithm} (Parquet; ALS: Python only)")
+    axes[1].legend(fontsize=7)
     xs = np.array([min(SIZES.values()), max(SIZES.values())])
     axes[0].plot(xs, xs / xs[0], "k:", label="linear (from 1 s)")
     for ax, title in zip(axes, ("seconds", "peak RSS GiB")):
@@ -167,6 +172,7 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "recsys-scale")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale")
     ap.add_argument("--ncf", default="", help="extra NCF hyperparameters, k=v,k=v")
+    ap.add_argument("--checkout", type=Path, default=ROOT, help="the checkout whose container/ trains (before/after)")
     args = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.ncf.split(",") if kv)
     previous = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").exists() else []
@@ -185,7 +191,7 @@ def main() -> None:
                 hp = {"algorithm": algorithm, **COLUMNS, "seed": 42}
                 hp.update({"epochs": 1, **extra} if algorithm == "ncf" else {"max_iter": args.als_iterations})
                 log_file = args.data_dir / f"train-{algorithm}-{size}-{fmt}.log"
-                run = train(path, hp, log_file)
+                run = train(path, hp, log_file, args.checkout)
                 results.append(figures(algorithm, rows, fmt, run, args.als_iterations))
                 print(json.dumps(results[-1]), flush=True)
     keyed = {(r["algorithm"], r["rows"], r["format"]): r for r in previous + results}

@@ -99,3 +99,32 @@ def test_loading_a_channel_logs_rows_per_second(tmp_path, caplog):
         table = read_channel(tmp_path, "train", header=True)
     assert len(table.frame) == 30
     assert any("read 30 rows from 3 file(s)" in r.getMessage() and "rows/s" in r.getMessage() for r in caplog.records)
+
+
+class FakeTracker:
+    """What ``FitProgress`` reads from a SparkContext's status tracker."""
+
+    def __init__(self):
+        self.jobs = {1: "SUCCEEDED"}
+
+    def getActiveStageIds(self):
+        return [7]
+
+    def getStageInfo(self, stage_id):
+        return type("Stage", (), {"name": "map at ALS.scala:1018", "numCompletedTasks": 3, "numTasks": 8})()
+
+    def getJobIdsForGroup(self, group):
+        return list(self.jobs)
+
+    def getJobInfo(self, job_id):
+        return type("Job", (), {"status": self.jobs[job_id]})()
+
+
+def test_als_status_line_counts_jobs_of_this_fit_and_shows_active_stages():
+    from recsys.models.als.progress import status_line
+
+    tracker = FakeTracker()
+    before = set(tracker.jobs)
+    tracker.jobs.update({2: "SUCCEEDED", 3: "RUNNING"})
+    line = status_line("als fit (10 iterations)", tracker, before, started=0.0)
+    assert line.startswith("progress: als fit (10 iterations): 1 Spark jobs done, stage 7 map 3/8 tasks, elapsed")

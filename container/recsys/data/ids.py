@@ -29,13 +29,26 @@ def normalize_id(value: object) -> str:
 
 
 def normalize_series(series: pd.Series) -> pd.Series:
-    """``normalize_id`` for a column read as strings; empty/NaN become NaN. Works on the distinct values only
-    (ids repeat a lot), then maps back: ~10x faster than per-cell string ops on interaction logs."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    text = pd.Series(uniques, dtype="string").str.strip().str.replace(_FLOAT_INT, r"\1", regex=True)
-    normalized = text.mask(text == "").to_numpy(dtype=object, na_value=np.nan)
-    out = np.where(codes >= 0, normalized[np.maximum(codes, 0)] if len(normalized) else np.nan, np.nan)
-    return pd.Series(out, index=series.index, dtype=object)
+    """``normalize_id`` for a column of ids (strings, categorical strings or numbers); empty/NaN become NaN.
+    Works on the distinct values only (ids repeat a lot) and returns a categorical over the normalized ids (in
+    order of first appearance), so no per-row string is ever built."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes, uniques = series.cat.codes.to_numpy(), series.cat.categories
+    else:
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    if pd.api.types.is_float_dtype(uniques.dtype):  # 196.0 → "196", as normalize_id does for floats
+        text = pd.Series([normalize_id(u) for u in uniques], dtype="string")
+    else:
+        text = pd.Series(uniques, dtype="string").str.strip().str.replace(_FLOAT_INT, r"\1", regex=True)
+    # Different raw spellings may normalize to one id ("196", "196.0"): factorize the normalized values again.
+    merged, normalized = pd.factorize(text.mask(text == ""), use_na_sentinel=True)
+    merged = np.append(merged, -1)  # code -1 (missing) stays missing
+    out = merged[codes]
+    seen = pd.unique(out[out >= 0])  # categories in order of first appearance in the column (one hash pass)
+    remap = np.full(len(normalized) + 1, -1, dtype=np.int64)
+    remap[seen] = np.arange(len(seen))
+    categories = pd.Index(np.asarray(normalized, dtype=object)[seen], dtype=object)
+    return pd.Series(pd.Categorical.from_codes(remap[out], categories=categories), index=series.index)
 
 
 class IdIndex:

@@ -190,7 +190,7 @@ def _filtered_columns(frame, resolved: dict, rows: _RowFilter, retail_invoice: s
     rows.drop(users.isna().to_numpy(), "missing user id")
     rows.drop(items.isna().to_numpy(), "missing item id")
     if resolved["rating"] is not None:
-        weights = pd.to_numeric(frame[resolved["rating"]], errors="coerce").to_numpy(dtype=np.float64)
+        weights = numbers(frame[resolved["rating"]])
         rows.drop(~np.isfinite(weights), "missing or non-numeric rating/weight")
         if retail_invoice is not None:
             rows.drop(np.nan_to_num(weights, nan=0.0) <= 0, "non-positive quantity")
@@ -218,8 +218,8 @@ def _clean(
     keep = rows.keep
     out = pd.DataFrame(
         {
-            "user": columns["user"][keep].to_numpy(dtype=object),
-            "item": columns["item"][keep].to_numpy(dtype=object),
+            "user": columns["user"][keep].array,  # categorical: codes, not one string per row
+            "item": columns["item"][keep].array,
             "weight": columns["weight"][keep],
         }
     )
@@ -239,9 +239,9 @@ def _clean(
 
 
 def _parse_timestamps(column: pd.Series) -> np.ndarray:
-    numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().sum() >= max(1, int(0.5 * column.notna().sum())):
-        return numeric.to_numpy(dtype=np.float64)
+    numeric = numbers(column)
+    if (~np.isnan(numeric)).sum() >= max(1, int(0.5 * column.notna().sum())):
+        return numeric
     parsed = pd.to_datetime(column, errors="coerce")
     if parsed.isna().mean() > 0.5:  # first value's format did not fit most rows: parse each on its own
         parsed = pd.to_datetime(column, errors="coerce", format="mixed")
@@ -250,11 +250,21 @@ def _parse_timestamps(column: pd.Series) -> np.ndarray:
     return seconds
 
 
+def numbers(column: pd.Series) -> np.ndarray:
+    """A column as float64 (NaN where not a number); a categorical is converted once per distinct value."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        values = pd.to_numeric(pd.Series(column.cat.categories), errors="coerce").to_numpy(dtype=np.float64)
+        codes = column.cat.codes.to_numpy()
+        return np.where(codes >= 0, values[np.maximum(codes, 0)] if len(values) else np.nan, np.nan)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+
+
 def _merge_duplicates(out: pd.DataFrame, aggregate: str, has_ts: bool) -> pd.DataFrame:
     """Repeated (user, item) rows become one: quantities summed (implicit) or the latest rating kept (explicit)."""
     if aggregate == "sum":
         agg = {"weight": "sum", **({"timestamp": "max"} if has_ts else {})}
-        return out.groupby(["user", "item"], sort=False, as_index=False).agg(agg)
+        # observed: only the (user, item) pairs present, not every category combination.
+        return out.groupby(["user", "item"], sort=False, as_index=False, observed=True).agg(agg)
     if has_ts:
         out = out.sort_values("timestamp", kind="stable")
     return out.drop_duplicates(["user", "item"], keep="last")

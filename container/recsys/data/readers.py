@@ -2,7 +2,10 @@
 
 Format comes from the content (Parquet and gzip magic bytes, then the separator seen in the first line), with the
 file name as a hint, so misnamed files still work and files that are none of these fail with a message naming them.
-Every cell is read as a string; presets decide what each column means.
+CSV cells are read as strings; Parquet keeps its integer and floating-point columns as numbers and its string
+columns as pandas categoricals (one Python string per distinct value, not per row: ids repeat a lot, and a 20M-row
+log would otherwise hold 40M+ string objects); other Parquet types become strings. Presets decide what each column
+means.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.platform.errors import UserError
+from recsys.platform.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +35,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclass
 class RawTable:
-    frame: pd.DataFrame  # all columns as strings (object/str dtype); NaN for empty cells
+    frame: pd.DataFrame  # strings (object/str or categorical) or, from Parquet, numbers; NaN for empty cells
     files: list[str]
     malformed_rows: int  # lines that could not be split into the expected columns (skipped)
     header: bool = True  # False: columns are positions 0..n-1
@@ -143,8 +150,18 @@ def _read_parquet(source, name: Path | None = None) -> pd.DataFrame:
         table = pq.read_table(source)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise UserError(f"input file {name or source} is not a readable Parquet file: {exc}") from None
-    frame = table.to_pandas()
-    return frame.astype("string").astype(object).where(frame.notna(), None)
+    columns = {}
+    for name, column in zip(table.column_names, table.columns):
+        kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            columns[name] = column.to_pandas()  # nulls → NaN (integers with nulls become floats)
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+            dictionary = pc.dictionary_encode(column.cast(pa.string()) if pa.types.is_dictionary(kind) else column)
+            columns[name] = dictionary.to_pandas()  # categorical over the distinct strings
+        else:
+            values = column.to_pandas()
+            columns[name] = values.astype("string").astype(object).where(values.notna(), None)
+    return pd.DataFrame(columns, columns=table.column_names)
 
 
 def read_channel(
@@ -157,9 +174,13 @@ def read_channel(
             f"channel `{channel}` has no data files at {directory}; give the training job a `{channel}` channel "
             "with CSV, TSV or Parquet files"
         )
-    frames, malformed = [], 0
-    for path in files:
+    frames, malformed, rows = [], 0, 0
+    progress = Progress(f"loading channel {channel}", len(files), "files")
+    for number, path in enumerate(files, 1):
         frame, bad = read_file(path, header=header, usecols=usecols)
+        rows += len(frame)
+        elapsed = max(1e-9, time.monotonic() - progress.started)
+        progress.update(number, note=f"{rows:,} rows, {rows / elapsed:,.0f} rows/s, last {path.name}")
         if frame.empty:
             log.warning("input file %s has no rows; skipped", path)
             continue
@@ -176,5 +197,8 @@ def read_channel(
                 f"{reference.attrs['source']} has {list(reference.columns)}; all files of a channel must share columns"
             )
     combined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    elapsed = time.monotonic() - progress.started
+    log.info("channel %s: read %d rows from %d file(s) in %.1f s (%.0f rows/s)", channel, rows, len(files), elapsed,
+             rows / max(elapsed, 1e-9))  # fmt: skip
     combined.attrs["files"] = [str(p) for p in files]
     return RawTable(combined, [str(p) for p in files], malformed, header=header or _is_parquet(files[0]))

@@ -211,6 +211,15 @@ TRAINING = (
         "instance type, when resourceconfig.json has no `current_instance_type` (logged; sizes nothing)",
         must="an instance type name",
     ),
+    EnvVar(
+        "progress_seconds",
+        "RECSYS_PROGRESS_SECONDS",
+        int,
+        30,
+        "seconds between progress lines of long work (NCF epochs, ALS, data loading, evaluation); 0 = every update",
+        low=0,
+        high=86400,
+    ),
 )
 
 
@@ -239,6 +248,7 @@ class TrainingSettings:
     coordination_port: int
     distributed_port: int
     instance_type: str | None
+    progress_seconds: int  # read where progress is logged (``recsys.platform.progress``)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingSettings:

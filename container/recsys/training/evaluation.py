@@ -6,22 +6,33 @@
   (``sample_negatives``), so epochs, algorithms and jobs with the same data and seed rank the same candidates.
   Ties count against the held-out item, so a model that scores everything equally gets HR 0, not 1.
 - **Full ranking**: every item the user did not interact with in training is a candidate; Recall@K and NDCG@K
-  against the user's held-out items.
+  against the user's held-out items. It costs users × items, so above ``FULL_RANKING_MAX_USERS`` held-out users a
+  seeded sample of that many users is ranked (logged; the sampled protocol still covers every user).
+
+Both log progress lines per block of users on large sets (``recsys.platform.progress``).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recsys.data.interactions import Interactions, contains_pairs
+from recsys.platform.progress import Progress
 
 if TYPE_CHECKING:
     from recsys.models.base import Recommender
 
+log = logging.getLogger(__name__)
+
 # Bound on the scores matrix held at once during full ranking (floats).
 _FULL_RANKING_CHUNK = 4_000_000
+# Full ranking ranks every item for at most this many held-out users (a seeded sample above it).
+FULL_RANKING_MAX_USERS = 20_000
+# Sampled evaluation scores this many held-out rows per block (one block on MovieLens-100K-sized sets).
+_SAMPLED_ROWS_PER_BLOCK = 1 << 18
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -112,7 +123,7 @@ class Evaluator:
     ):
         """``train``: what the model saw (excluded in full ranking). ``known``: every pair the users interacted
         with (default: train + test), never drawn as a sampled negative."""
-        self.top_k = top_k
+        self.top_k, self.seed = top_k, seed
         self.n_items = train.n_items
         self.train = train
         self.test = test
@@ -124,23 +135,40 @@ class Evaluator:
         self.valid = np.concatenate([np.ones((len(test), 1), dtype=bool), valid], axis=1)
 
     def sampled(self, model: Recommender) -> dict[str, float]:
-        scores = model.score(self.test_users, self.candidates)
-        hr, ndcg = hit_ndcg(rank_of_first(np.asarray(scores, dtype=np.float64), self.valid), self.top_k)
+        n, block = len(self.test_users), _SAMPLED_ROWS_PER_BLOCK
+        progress = Progress("evaluation (sampled)", n, "users")
+        ranks = []
+        for start in range(0, n, block):
+            rows = slice(start, start + block)
+            scores = np.asarray(model.score(self.test_users[rows], self.candidates[rows]), dtype=np.float64)
+            ranks.append(rank_of_first(scores, self.valid[rows]))
+            progress.update(min(n, start + block))
+        hr, ndcg = hit_ndcg(np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64), self.top_k)
         return {"HR": hr, "NDCG": ndcg}
+
+    def full_ranking_users(self) -> np.ndarray:
+        """The held-out users full ranking ranks: all of them, or a seeded sample of ``FULL_RANKING_MAX_USERS``."""
+        users = np.unique(self.test.users)
+        if len(users) <= FULL_RANKING_MAX_USERS:
+            return users
+        log.info("full ranking: a seeded sample of %d of %d held-out users", FULL_RANKING_MAX_USERS, len(users))
+        return np.sort(np.random.default_rng(self.seed).choice(users, FULL_RANKING_MAX_USERS, replace=False))
 
     def full_ranking(self, model: Recommender) -> dict[str, float]:
         k = self.top_k
-        test_users = np.unique(self.test.users)
+        test_users = self.full_ranking_users()
         if len(test_users) == 0:
             return {}
         seen_ptr, seen_idx = self.train.csr()
         order = np.argsort(self.test.users, kind="stable")
         t_users, t_items = self.test.users[order], self.test.items[order]
-        bounds = np.searchsorted(t_users, np.r_[test_users, test_users[-1] + 1])
+        lo, hi = np.searchsorted(t_users, test_users, "left"), np.searchsorted(t_users, test_users, "right")
         chunk = max(1, _FULL_RANKING_CHUNK // max(1, self.n_items))
         recalls, ndcgs = [], []
         discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        progress = Progress("evaluation (full ranking)", len(test_users), "users")
         for start in range(0, len(test_users), chunk):
+            progress.update(start)
             users = test_users[start : start + chunk]
             scores = np.asarray(model.score_all(users), dtype=np.float32).copy()
             for row, user in enumerate(users):
@@ -151,7 +179,7 @@ class Evaluator:
             top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
             for row in range(len(users)):
                 i = start + row
-                relevant = t_items[bounds[i] : bounds[i + 1]]
+                relevant = t_items[lo[i] : hi[i]]
                 hits = np.isin(top[row], relevant)
                 n_rel = len(np.unique(relevant))
                 recalls.append(hits.sum() / n_rel)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.models.als.progress import FitProgress
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -100,7 +102,8 @@ def train_factors(
     try:
         started = time.perf_counter()
         als = _estimator(hp, blocks)
-        model = als.fit(ratings)
+        with FitProgress(spark.sparkContext, f"als fit ({hp.max_iter} iterations)"):
+            model = als.fit(ratings)
         timings["fit_seconds"] = round(time.perf_counter() - started, 3)
 
         started = time.perf_counter()

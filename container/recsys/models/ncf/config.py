@@ -48,6 +48,7 @@ class TrainConfig:
     # schedule spans ``epochs`` in both, so a refit epoch sees the learning rate its selected twin saw.
     phase: str = "select"
     stage_epochs: dict[str, int] | None = None
+    sparse_embeddings: str = "false"  # "auto" | "true" | "false" (``recsys.models.ncf.sparse``)
 
     @classmethod
     def from_hp(cls, hp: Any) -> TrainConfig:
@@ -68,6 +69,7 @@ class TrainConfig:
             recency_weight=hp.recency_weight,
             recency_power=hp.recency_power,
             auto_batch="batch_size" not in getattr(hp, "explicit", ()),
+            sparse_embeddings=hp.sparse_embeddings,
         )
 
     def effective_batch_size(self, samples_per_epoch: int) -> int:
@@ -150,7 +152,14 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device):
+def make_optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device, sparse: bool = False):
+    """``sparse``: the net's embedding tables give sparse gradients; Adam/AdamW then update their rows lazily."""
+    if sparse:
+        from recsys.models.ncf.sparse import SPARSE_OPTIMIZERS, RowSparseAdam
+
+        if name not in SPARSE_OPTIMIZERS:
+            raise ValueError(f"sparse embeddings need one of {SPARSE_OPTIMIZERS}, not {name!r}")
+        return RowSparseAdam(params, lr=lr, weight_decay=weight_decay, decoupled=name == "adamw")
     fused = {"fused": True} if device.type == "cuda" else {}
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
@@ -161,6 +170,15 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float, device: to
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def choose_sparse(cfg: TrainConfig, net: NCFNet, batch_size: int, backend: str | None) -> bool:
+    """Decides ``cfg.sparse_embeddings`` for ``net`` and switches its tables accordingly (before DDP wraps it)."""
+    from recsys.models.ncf.sparse import embedding_rows, set_sparse, use_sparse
+
+    sparse = use_sparse(cfg.sparse_embeddings, embedding_rows(net), batch_size, cfg.optimizer, backend)
+    set_sparse(net, sparse)
+    return sparse
 
 
 def lr_factor(step: int, total_steps: int) -> float:

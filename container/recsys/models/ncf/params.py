@@ -49,6 +49,15 @@ PARAMS: tuple[Param, ...] = (
     Param("weight_decay", float, 1e-5, "L2 penalty (optimizer weight decay).", low=0),
     Param("optimizer", str, "adam", "Optimizer.", choices=("adam", "adamw", "sgd", "adagrad")),
     Param(
+        "sparse_embeddings",
+        str,
+        "auto",
+        "Sparse embedding gradients: each step updates (and weight-decays) only the rows its batch touched (lazy "
+        "Adam/AdamW), so a step costs O(batch) instead of O(users + items). `auto` = on when users + items exceed "
+        "8 × batch_size (large catalogs), off on small data; needs optimizer adam or adamw.",
+        choices=("auto", "true", "false"),
+    ),
+    Param(
         "early_stopping_patience",
         int,
         5,

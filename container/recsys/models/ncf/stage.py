@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from recsys.models.ncf.config import better, lr_factor, make_optimizer
+from recsys.models.ncf.config import better, choose_sparse, lr_factor, make_optimizer
 from recsys.models.ncf.net import NCFNet
 from recsys.models.ncf.state import StageResult, TrainState, cpu_state
 from recsys.platform.errors import TrainingStopped
+from recsys.platform.progress import Progress
 
 if TYPE_CHECKING:
     from recsys.models.ncf.trainer import Trainer
@@ -41,11 +42,12 @@ class StageLoop:
         self.leader = trainer.leader
         self.net, self.stage, self.stage_index, self.lr = net, stage, stage_index, lr
         self.done, self.earlier = done, earlier  # earlier stages' final states and results, for checkpoints
+        self.sparse = choose_sparse(cfg, net, trainer.batch_size, self.dist.backend)  # before DDP sees the net
         self.model: torch.nn.Module = net
         if self.dist.active:
             ids = [device.index] if device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
-        self.optimizer = make_optimizer(cfg.optimizer, net.parameters(), lr, cfg.weight_decay, device)
+        self.optimizer = make_optimizer(cfg.optimizer, net.parameters(), lr, cfg.weight_decay, device, self.sparse)
         # Only fp16 needs loss scaling; a disabled scaler passes the loss and the step straight through.
         self.scaler = torch.amp.GradScaler(device.type, enabled=trainer.amp is torch.float16)
         self.generator = torch.Generator(device=device)
@@ -114,6 +116,7 @@ class StageLoop:
         n, batch_size = len(users), self.batch_size
         share = math.ceil(batch_size / self.dist.world_size)
         self.net.train()
+        progress = self._progress(epoch, n)
         for batch in range(self.start_batch, self.steps_per_epoch):
             if self.trainer.stop_agreed():
                 if self.dist.active:  # the checkpoint holds the loss of every rank's rows so far
@@ -128,8 +131,26 @@ class StageLoop:
             hi = min(lo + share, first + batch_rows)
             w = weights[lo:hi] if weights is not None else None
             self._step(users[lo:hi], items[lo:hi], labels[lo:hi], w, batch_rows)
+            if progress is not None and progress.due():
+                self._show_progress(progress, first + batch_rows)
         self.start_batch = 0
         return n, weights
+
+    def _progress(self, epoch: int, n: int) -> Progress | None:
+        """Rank 0's progress lines for this epoch (samples from ``start_batch`` on)."""
+        if self.leader is None:
+            return None
+        offset = min(n, self.start_batch * self.batch_size)
+        mode = "sparse" if self.sparse else "dense"
+        progress = Progress(f"ncf {self.stage} epoch {epoch}/{self.epochs} ({mode} embeddings)", n - offset, "samples")
+        progress.offset = offset
+        return progress
+
+    def _show_progress(self, progress: Progress, rows: int) -> None:
+        """A progress line after the epoch's first ``rows`` rows; the loss shown is this rank's running mean (a hint:
+        not weight-normalized)."""
+        loss = float(self.loss_sum) * self.dist.world_size / max(1, rows)
+        progress.update(rows - progress.offset, note=f"mean loss {loss:.4f}")
 
     def _step(self, u: torch.Tensor, i: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, batch_rows: int) -> None:
         """One optimizer step on this rank's rows of a global batch of ``batch_rows`` rows."""

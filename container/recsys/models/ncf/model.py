@@ -78,11 +78,19 @@ class NCFRecommender(Recommender):
 
     # -- inference
     def _fast(self) -> FastScorer:
-        key = tuple((id(p), p._version) for p in self.net.parameters())
-        if self._scorer is None or key != self._scorer_key:
-            with torch.inference_mode(False), torch.no_grad():
-                self._scorer = FastScorer(self.net)
-            self._scorer_key = key
+        """The scorer for the current weights: rebuilt when ``net`` is replaced or a parameter changed in place.
+
+        The parameters are listed once per scorer (walking the module tree on every call cost ~20-40 µs of a
+        single-user request); their ``_version`` counters tell in-place updates (optimizer steps, loads)."""
+        net, scorer = self.net, self._scorer
+        if scorer is not None and self._scorer_key is not None and self._scorer_key[0] is net:
+            params, versions = self._scorer_key[1], self._scorer_key[2]
+            if all(p._version == v for p, v in zip(params, versions)):
+                return scorer
+        params = tuple(net.parameters())
+        with torch.inference_mode(False), torch.no_grad():
+            self._scorer = FastScorer(net)
+        self._scorer_key = (net, params, tuple(p._version for p in params))
         return self._scorer
 
     def set_net(self, net: NCFNet) -> None:

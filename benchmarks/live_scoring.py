@@ -1,14 +1,16 @@
 """Live scoring against the same stack answering a constant: what share of the framework's throughput survives scoring.
 
-    .venv/bin/python benchmarks/live_scoring.py [--models ncf als ncf-100000] [--runs 5] [--duration 10]
-                                                [--connections 8]
+    .venv/bin/python benchmarks/live_scoring.py [--models ncf als ncf-100000] [--runs 5] [--duration 9]
+                                                [--connections 8] [--slices 3]
 
 Each model is served twice through the real `serve` (nginx → gunicorn → Flask, 2 gthread workers × 2 threads,
 ``RECSYS_SCORE_CACHE=off``: no precomputed per-user score table): once as it is, once with
 ``benchmarks/constant_answer`` on PYTHONPATH and ``RECSYS_BENCH_CONSTANT=1``, where every top-K call returns the
 ranking of its first call (everything else a request costs — HTTP, JSON, validation, id lookups, filters, encoding —
 still runs). wrk (1 thread, a random known user per request, top-10) runs alternately against the two servers,
-``--runs`` pairs; each pair's ratio is live req/s ÷ constant req/s. Target: ≥ 0.70 in every run.
+``--runs`` pairs; each pair's ratio is live req/s ÷ constant req/s. Within a pair the servers take turns
+``--slices`` times (duration ÷ slices seconds each; requests and seconds summed per server), so that a slow spell
+of a shared VM falls on both sides. Target: ≥ 0.70 in every run.
 
 Models: ``ncf`` / ``als`` are the ml-100k models `train` fits (preset movielens, cached as in serve_load.py);
 ``ncf-<N>`` is that NeuMF grown to N items (as in large_catalog.py; two-stage top-K from 100,000 items).
@@ -57,11 +59,13 @@ def bench(name: str, args: argparse.Namespace) -> dict:
             servers.append((port, proc))
             serve_load.run_wrk(port, users, 2, args.connections, 1)  # warm-up
         pairs = []
+        step = max(1, args.duration // args.slices)
         for _ in range(args.runs):
-            live, constant = (
-                serve_load.run_wrk(port, users, args.duration, args.connections, 1) for port, _ in servers
-            )
-            pairs.append((live, constant))
+            slices = [
+                [serve_load.run_wrk(port, users, step, args.connections, 1) for port, _ in servers]
+                for _ in range(args.slices)
+            ]
+            pairs.append(tuple(merged([s[side] for s in slices]) for side in (0, 1)))
     finally:
         for _, proc in servers:
             serve_load.stop_serve(proc)
@@ -81,12 +85,31 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def merged(slices: list[dict]) -> dict:
+    """One server's figures over the slices of a run: requests per second over their summed time, worst p99."""
+    requests = sum(r["requests"] for r in slices)
+    seconds = sum(r["duration_us"] for r in slices) / 1e6
+    return {
+        "rps": requests / seconds,
+        "p99_us": max(r["p99_us"] for r in slices),
+        "status_errors": sum(r["status_errors"] for r in slices),
+        "socket_errors": sum(r["socket_errors"] for r in slices),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["ncf", "als", "ncf-100000"])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=9)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=3,
+        help="each run alternates the two servers this many times (duration/slices seconds each), so that a slow "
+        "spell of a shared machine falls on both sides of a pair; 1 = one block per server",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("SKIP: wrk is not installed (apt-get install wrk)")

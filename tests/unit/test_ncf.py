@@ -275,6 +275,9 @@ def test_fast_path_equals_the_plain_forward(trained, model_type):
     everything = np.broadcast_to(np.arange(N_ITEMS), (N_USERS, N_ITEMS))
     reference = model.forward_scores(users, everything)
     np.testing.assert_allclose(model.score_all(users), reference, rtol=1e-5, atol=1e-5)
+    one_at_a_time = np.concatenate([model.score_all(users[i : i + 1]) for i in range(N_USERS)])  # score_user
+    assert one_at_a_time.dtype == np.float32 and one_at_a_time.shape == (N_USERS, N_ITEMS)
+    np.testing.assert_allclose(one_at_a_time, reference, rtol=1e-5, atol=1e-5)
     picked = np.random.default_rng(1).integers(0, N_ITEMS, (N_USERS, 7))
     np.testing.assert_allclose(model.score(users, picked), model.forward_scores(users, picked), rtol=1e-5, atol=1e-5)
     assert model.score(users, picked).dtype == np.float32
@@ -289,6 +292,10 @@ def test_fast_path_chunks_agree(monkeypatch, trained):
     monkeypatch.setattr(ncf_net, "_PAIRS_PER_CHUNK", N_ITEMS * 3)  # 3 users per chunk
     model._scorer = None
     np.testing.assert_allclose(model.score_all(users), whole, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(ncf_net, "_PAIRS_PER_CHUNK", 24)  # single users: items in column chunks of 24 (4 chunks)
+    model._scorer = None
+    alone = np.concatenate([model.score_all(users[i : i + 1]) for i in range(N_USERS)])
+    np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_score_and_score_all_agree_and_handle_empty_input(trained):

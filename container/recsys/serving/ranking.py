@@ -25,6 +25,8 @@ from recsys.serving.retrieval import RetrievalConfig, choose
 # (measured: 2^16 cells ≈ 40 users of 1,682 items is 3-10× faster than one big block for an MLP scorer), and it
 # bounds memory for huge requests.
 BLOCK_CELLS = 1 << 16
+_FIRST = np.zeros(1, dtype=np.int64)  # "the first query is known" (read-only)
+_FIRST.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ class Ranker:
     ) -> tuple[list[Ranked | None], np.ndarray]:
         """One answer slot per index: unknown ones (``-1``) already hold the popular items; also the known positions."""
         out: list[Ranked | None] = [None] * len(indices)
+        if len(indices) == 1 and indices[0] >= 0:  # the common single known query
+            return out, _FIRST
         known = np.flatnonzero(indices >= 0)
         if len(known) < len(indices):
             cold = self._popular(cols, allowed, k)
@@ -286,7 +290,8 @@ def _top_rows(scores: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]
         vals = row[idx]
         order = np.argsort(-vals, kind="stable")
         idx, vals = idx[order], vals[order]
-        c = int(np.count_nonzero(vals > -np.inf))  # -inf sorts last; NaN (a broken model) counts as filtered
+        # -inf sorts last; NaN (a broken model) counts as filtered
+        c = kk if vals[-1] > -np.inf else int(np.count_nonzero(vals > -np.inf))
         return [(idx[:c], vals[:c])]
     if kk < m:
         part = np.argpartition(scores, m - kk, axis=1)[:, m - kk :]

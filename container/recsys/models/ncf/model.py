@@ -10,8 +10,9 @@ GPUs without bf16), else the CPU with one intra-op thread per available core. Se
 under DistributedDataParallel (NCCL); several hosts: those of every host, or one process per host on CPU (gloo). This
 process is rank 0 and does everything but training alone.
 
-Scoring (``score``/``score_all``) runs under ``torch.inference_mode`` on precomputed per-item tensors, rebuilt
-whenever a parameter's version counter changes (an optimizer step, ``load_state_dict``), so it is always current.
+Scoring (``score``/``score_all``) runs on precomputed per-item tensors that never require gradients (``FastScorer``),
+rebuilt whenever a parameter's version counter changes (an optimizer step, ``load_state_dict``), so it is always
+current. One user on the CPU — the common endpoint request — takes ``FastScorer.score_user``'s numpy path.
 """
 
 from __future__ import annotations
@@ -82,15 +83,13 @@ class NCFRecommender(Recommender):
 
         The parameters are listed once per scorer (walking the module tree on every call cost ~10 µs of a ~100 µs
         single-user request); their ``_version`` counters tell in-place updates (optimizer steps, loads)."""
-        net, scorer = self.net, self._scorer
-        if scorer is not None and self._scorer_key is not None and self._scorer_key[0] is net:
-            params, versions = self._scorer_key[1], self._scorer_key[2]
-            if all(p._version == v for p, v in zip(params, versions)):
-                return scorer
+        net, scorer, key = self.net, self._scorer, self._scorer_key
+        if scorer is not None and key is not None and key[0] is net and [p._version for p in key[1]] == key[2]:
+            return scorer
         params = tuple(net.parameters())
         with torch.inference_mode(False), torch.no_grad():
             self._scorer = FastScorer(net)
-        self._scorer_key = (net, params, tuple(p._version for p in params))
+        self._scorer_key = (net, params, [p._version for p in params])
         return self._scorer
 
     def set_net(self, net: NCFNet) -> None:
@@ -98,7 +97,13 @@ class NCFRecommender(Recommender):
         self._scorer = None
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(self.device, non_blocking=True)
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+        return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
+
+    def _numpy(self, scores: torch.Tensor) -> np.ndarray:
+        if scores.dtype != torch.float32:
+            scores = scores.float()
+        return scores.numpy() if scores.device.type == "cpu" else scores.cpu().numpy()
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users, items = np.asarray(users), np.asarray(items)
@@ -106,18 +111,17 @@ class NCFRecommender(Recommender):
             raise ValueError(f"score: users (n,) and items (n, m) expected, got {users.shape} and {items.shape}")
         if users.size == 0 or items.size == 0:
             return np.zeros(items.shape, dtype=np.float32)
-        scorer = self._fast()
-        with torch.inference_mode():
-            out = scorer.score(self._tensor(users), self._tensor(items))
-            return out.float().cpu().numpy()
+        # The scorer's tensors never require gradients, so no autograd graph is recorded (no inference_mode needed).
+        return self._numpy(self._fast().score(self._tensor(users), self._tensor(items)))
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users)
         if users.size == 0:
             return np.zeros((0, self.n_items), dtype=np.float32)
         scorer = self._fast()
-        with torch.inference_mode():
-            return scorer.score_all(self._tensor(users)).float().cpu().numpy()
+        if len(users) == 1 and self.device.type == "cpu":
+            return scorer.score_user(int(users[0]))[None]  # the common single-user request (see score_user)
+        return self._numpy(scorer.score_all(self._tensor(users)))
 
     def forward_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The plain network forward over (n, m) pairs: the reference the fast path is tested against."""

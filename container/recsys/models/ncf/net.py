@@ -18,6 +18,7 @@ GMF folds the predict weights into the user side: ``(p_u ⊙ w_gmf) · Q^T`` is 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -142,8 +143,13 @@ class FastScorer:
                 self.user_proj = (net.embed_user_mlp.weight.detach() @ w_user.t()).contiguous()
                 self.item_proj = torch.addmm(first.bias.detach(), net.embed_item_mlp.weight.detach(), w_item.t())
                 self.rest = [(m.weight.detach().t().contiguous(), m.bias.detach().clone()) for m in linears[1:]]
+                # the same layers for item-major activations (h, n_items): x ← relu(W x + b)
+                self.rest_t = [(m.weight.detach().clone(), m.bias.detach().reshape(-1, 1).clone()) for m in linears[1:]]
                 w_mlp = predict_w[f:] if net.has_gmf else predict_w
                 self.w_mlp = w_mlp.reshape(-1, 1).contiguous()
+                self.w_mlp_row = w_mlp.reshape(1, -1).contiguous()
+        self._item_proj_t = None
+        self._np: dict | None = None
 
     @property
     def item_gmf_t(self) -> torch.Tensor:
@@ -152,6 +158,13 @@ class FastScorer:
         if self._item_gmf_t is None:
             self._item_gmf_t = self.item_gmf.t().contiguous()
         return self._item_gmf_t
+
+    @property
+    def item_proj_t(self) -> torch.Tensor:
+        """(h1, n_items), contiguous, for ``score_user``; built at its first use."""
+        if self._item_proj_t is None:
+            self._item_proj_t = self.item_proj.t().contiguous()
+        return self._item_proj_t
 
     def _tower(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (..., h1) pre-activation of layer 1 → (...,) the MLP part of the logit."""
@@ -176,6 +189,46 @@ class FastScorer:
             chunk = user_proj[start : start + step]
             mlp[start : start + step] = self._tower(chunk[:, None, :] + self.item_proj[None, :, :])
         return mlp + self.bias if out is None else out.add_(mlp)
+
+    def score_user(self, user: int) -> np.ndarray:
+        """One user against every item, on the CPU: (n_items,) float32 logits, equal to ``score_all``'s row.
+
+        The single-user request is what an endpoint mostly answers, and there a torch call's fixed cost (several
+        microseconds each) outweighs the arithmetic (~50K multiply-adds per table on ml-100k). So this path runs in
+        numpy on item-major views of the same tensors (no copies): every layer is one BLAS product over (h, n_items)
+        activations, with no broadcast copies or reshapes — about half the time of ``score_all`` on one user. Items
+        go in column chunks of ``_PAIRS_PER_CHUNK``."""
+        v = self._views()
+        n_items = v["item_proj_t"].shape[1] if "item_proj_t" in v else v["item_gmf_t"].shape[1]
+        out = np.full(n_items, v["bias"], dtype=np.float32)
+        if "user_gmf" in v:
+            out += v["user_gmf"][user] @ v["item_gmf_t"]
+        if "item_proj_t" not in v:
+            return out
+        user_col = v["user_proj"][user][:, None]
+        for start in range(0, n_items, _PAIRS_PER_CHUNK):
+            cols = slice(start, start + _PAIRS_PER_CHUNK)
+            x = np.add(v["item_proj_t"][:, cols], user_col)
+            torch.relu_(torch.from_numpy(x))  # numpy's maximum(x, 0) is several times slower
+            for weight, bias in v["rest_t"]:
+                x = weight @ x
+                x += bias
+                torch.relu_(torch.from_numpy(x))
+            out[cols] += v["w_mlp"] @ x
+        return out
+
+    def _views(self) -> dict:
+        """numpy views (shared memory) of the CPU tensors ``score_user`` reads; built once."""
+        if self._np is None:
+            views: dict = {"bias": float(self.bias[0])}
+            if self.user_gmf is not None:
+                views.update(user_gmf=self.user_gmf.numpy(), item_gmf_t=self.item_gmf_t.numpy())
+            if self.model_type != "gmf":
+                views.update(user_proj=self.user_proj.numpy(), item_proj_t=self.item_proj_t.numpy())
+                views["rest_t"] = [(w.numpy(), b.numpy()) for w, b in self.rest_t]
+                views["w_mlp"] = self.w_mlp_row[0].numpy()
+            self._np = views
+        return self._np
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(n,) users, (n, m) items → (n, m) logits."""

@@ -143,11 +143,8 @@ class FastScorer:
                 self.user_proj = (net.embed_user_mlp.weight.detach() @ w_user.t()).contiguous()
                 self.item_proj = torch.addmm(first.bias.detach(), net.embed_item_mlp.weight.detach(), w_item.t())
                 self.rest = [(m.weight.detach().t().contiguous(), m.bias.detach().clone()) for m in linears[1:]]
-                # the same layers for item-major activations (h, n_items): x ← relu(W x + b)
-                self.rest_t = [(m.weight.detach().clone(), m.bias.detach().reshape(-1, 1).clone()) for m in linears[1:]]
                 w_mlp = predict_w[f:] if net.has_gmf else predict_w
                 self.w_mlp = w_mlp.reshape(-1, 1).contiguous()
-                self.w_mlp_row = w_mlp.reshape(1, -1).contiguous()
         self._item_proj_t = None
         self._np: dict | None = None
 
@@ -225,8 +222,9 @@ class FastScorer:
                 views.update(user_gmf=self.user_gmf.numpy(), item_gmf_t=self.item_gmf_t.numpy())
             if self.model_type != "gmf":
                 views.update(user_proj=self.user_proj.numpy(), item_proj_t=self.item_proj_t.numpy())
-                views["rest_t"] = [(w.numpy(), b.numpy()) for w, b in self.rest_t]
-                views["w_mlp"] = self.w_mlp_row[0].numpy()
+                # the layers for item-major activations (h, n_items): x ← relu(W x + b)
+                views["rest_t"] = [(np.ascontiguousarray(w.numpy().T), b.numpy()[:, None]) for w, b in self.rest]
+                views["w_mlp"] = self.w_mlp[:, 0].numpy()
             self._np = views
         return self._np
 

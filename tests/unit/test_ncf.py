@@ -458,12 +458,12 @@ def test_sigterm_under_ddp_checkpoints_on_rank_0_and_resume_matches(data, tmp_pa
     with pytest.raises(TrainingStopped):
         fit(data, context(data, stop=StopAfter(steps_per_epoch // 2), checkpoints=ckpt, **two), **overrides)
     _, meta = ckpt.latest()
-    assert meta["epoch"] == 1 and meta["batch"] == steps_per_epoch // 2
+    assert meta["epoch"] == 1 and meta["batch"] == steps_per_epoch // 2, (meta, steps_per_epoch)
     monkeypatch.undo()
     _, resumed = fit(data, context(data, checkpoints=ckpt, **two), **overrides)
-    assert [r["epoch"] for r in resumed.history] == [r["epoch"] for r in full.history]
+    assert [r["epoch"] for r in resumed.history] == [r["epoch"] for r in full.history], (resumed.history, full.history)
     for a, b in zip(resumed.history, full.history, strict=True):
-        assert a["Loss"] == pytest.approx(b["Loss"], rel=1e-6) and a["HR"] == b["HR"]
+        assert a["Loss"] == pytest.approx(b["Loss"], rel=1e-6) and a["HR"] == b["HR"], (resumed.history, full.history)
 
 
 # -- the `train` entry point

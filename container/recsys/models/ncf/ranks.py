@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -160,10 +162,24 @@ def serve(rendezvous: Rendezvous, rank: int, device: str, threads: int | None, h
             except TrainingStopped:
                 stopped = True
                 break
+        if not stopped:
+            dist.barrier()  # rank 0's closing barrier (RankGroup.close): no rank tears down with work in flight
         log.info("rank %d on host %s: %s", rank, host, "stopped with rank 0" if stopped else "done")
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+    leave(0)
+
+
+def leave(code: int) -> None:
+    """Ends a rank process without interpreter finalization: gloo's worker threads can still hold work objects
+    then, and tearing them down at exit aborts the process now and then (SIGABRT, "terminate called without an
+    active exception") after its work is done. Logs are flushed first."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def spawn_ranks(rendezvous: Rendezvous, ranks: list[int], devices: list[str], threads: int | None, host: str):
@@ -244,6 +260,8 @@ class RankGroup:
         try:
             if ok:
                 send_task(self.device, None, None, None)
+                with contextlib.suppress(RuntimeError):  # a rank that died is reported from its exit code below
+                    dist.barrier()  # every rank has its last task's answer before anyone destroys the group
             if outcome != "failed" or self.rendezvous.file is not None:
                 with contextlib.suppress(Exception):
                     dist.destroy_process_group()

@@ -20,6 +20,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,11 @@ def embedding_rows(net: nn.Module) -> int:
 class RowSparseAdam(torch.optim.Optimizer):
     """Adam (``decoupled=False``) or AdamW (``decoupled=True``) that updates sparse-gradient parameters row-wise
     (only the rows present in the gradient) and dense ones as usual. Bias correction uses the parameter's own step
-    count, as ``torch.optim.SparseAdam`` does."""
+    count, as ``torch.optim.SparseAdam`` does.
+
+    One step gathers the touched rows of each sparse parameter (weights and both moments), runs torch's fused Adam
+    once over those rows and the dense parameters together, and writes the rows back: the arithmetic is one kernel
+    per step instead of about ten small operations per tensor."""
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, decoupled: bool = False,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:  # fmt: skip
@@ -73,48 +78,72 @@ class RowSparseAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        batch_rows = BatchRows()
         for group in self.param_groups:
+            tensors: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # weights, grads, moments, steps
+            write_back = []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+                state = self._state_of(p)
                 if p.grad.is_sparse:
-                    self._sparse_step(p, p.grad.coalesce(), state, group)
+                    rows, grad = batch_rows.summed(p.grad)
+                    moments = (state["exp_avg"], state["exp_avg_sq"])
+                    weights, exp_avg, exp_avg_sq = (t.index_select(0, rows) for t in (p, *moments))
+                    write_back.append((rows, (p, *moments), (weights, exp_avg, exp_avg_sq)))
                 else:
-                    self._dense_step(p, p.grad, state, group)
+                    weights, grad, exp_avg, exp_avg_sq = p, p.grad, state["exp_avg"], state["exp_avg_sq"]
+                for parts, value in zip(tensors, (weights, grad, exp_avg, exp_avg_sq, state["step"]), strict=True):
+                    parts.append(value)
+            if not write_back and not tensors[0]:
+                continue
+            beta1, beta2 = group["betas"]
+            adam(
+                *tensors[:4], [], tensors[4], fused=True, decoupled_weight_decay=group["decoupled"],
+                amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+                eps=group["eps"], maximize=False,
+            )  # fmt: skip
+            for rows, targets, updated in write_back:
+                for target, value in zip(targets, updated, strict=True):
+                    target.index_copy_(0, rows, value)
         return loss
 
-    @staticmethod
-    def _dense_step(p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
-        lr, wd, (beta1, beta2), eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
-        if wd and group["decoupled"]:
-            p.mul_(1 - lr * wd)
-        elif wd:
-            grad = grad.add(p, alpha=wd)
-        exp_avg, exp_avg_sq, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(eps)
-        p.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**t))
+    def _state_of(self, p: torch.Tensor) -> dict:
+        """``p``'s moments and step count (a tensor, as torch's Adam keeps it; an int from older checkpoints)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        elif not torch.is_tensor(state["step"]):
+            state["step"] = torch.tensor(float(state["step"]), device=p.device)
+        return state
 
-    @staticmethod
-    def _sparse_step(p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
-        lr, wd, (beta1, beta2), eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
-        rows, values = grad.indices()[0], grad.values()
-        weights = p.index_select(0, rows)
-        if wd and group["decoupled"]:
-            weights.mul_(1 - lr * wd)
-        elif wd:
-            values = values.add(weights, alpha=wd)
-        t = state["step"]
-        exp_avg = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - beta1)
-        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
-        state["exp_avg"].index_copy_(0, rows, exp_avg)
-        state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
-        denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(eps)
-        p.index_copy_(0, rows, weights.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**t)))
+
+class BatchRows:
+    """The distinct rows of sparse gradients within one optimizer step, and their summed values.
+
+    An embedding's sparse gradient lists one row per lookup (a batch's popular items many times). Summing the
+    duplicates with ``torch.unique`` + ``index_add_`` is several times cheaper than ``coalesce`` (which sorts the
+    values along with the indices), and tables looked up with the same indices — a NeuMF's GMF and MLP user tables,
+    its two item tables — share one ``unique``: the indices are compared, not assumed equal."""
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def summed(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distinct rows, their summed gradient rows) of sparse ``grad``."""
+        if grad.is_coalesced():
+            return grad.indices()[0], grad.values()
+        indices, values = grad._indices()[0], grad._values()
+        rows, inverse = self._unique(indices)
+        summed = values.new_zeros((len(rows), *values.shape[1:]))
+        return rows, summed.index_add_(0, inverse, values)
+
+    def _unique(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for seen, rows, inverse in self._seen:
+            if seen.shape == indices.shape and (seen.data_ptr() == indices.data_ptr() or torch.equal(seen, indices)):
+                return rows, inverse
+        rows, inverse = torch.unique(indices, return_inverse=True)
+        self._seen.append((indices, rows, inverse))
+        return rows, inverse

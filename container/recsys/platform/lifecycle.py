@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
 
 from recsys.platform.errors import TrainingStopped
@@ -55,3 +57,14 @@ class StopController:
             yield
         finally:
             self._raise_now = False
+
+
+def exit_now(code: int) -> None:
+    """Ends this process at once with ``code``, logs and standard streams flushed, without interpreter finalization:
+    tearing down an interpreter that imported torch takes seconds, and with gloo's worker threads still holding work
+    objects it can abort the process (SIGABRT) after its work is done."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -50,12 +50,10 @@ def child_exit(server, worker):
 def worker_exit(server, worker):
     """In a worker that has finished its last request: exit now, with the exit code gunicorn chose. Tearing down an
     interpreter that imported torch takes seconds, which SIGTERM → exit (a model swap, a scale-in) would wait for."""
-    import logging
     import sys
+
+    from recsys.platform.lifecycle import exit_now
 
     pending = sys.exc_info()[1]  # gunicorn calls this hook while the worker's SystemExit propagates
     code = pending.code if isinstance(pending, SystemExit) else 1 if pending is not None else 0
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code if isinstance(code, int) else 1)
+    exit_now(code if isinstance(code, int) else 1)

@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from recsys.models.ncf.config import DistInfo, Leader, TrainConfig, TrainInputs
 from recsys.models.ncf.state import TrainState
 from recsys.models.ncf.trainer import Trainer
 from recsys.platform.errors import TrainingStopped
+from recsys.platform.lifecycle import exit_now
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +142,8 @@ def prepare(device: torch.device, threads: int | None) -> None:
 
 
 def serve(rendezvous: Rendezvous, rank: int, device: str, threads: int | None, host: str) -> None:
-    """A rank other than 0 (a spawned process): join the group, train every task rank 0 sends, return at the end or
-    when rank 0 stops the job."""
+    """A rank other than 0 (a spawned process): join the group, train every task rank 0 sends, and end the process
+    (exit code 0) at the end or when rank 0 stops the job."""
     from recsys.platform.logs import configure_logging
 
     configure_logging()
@@ -168,18 +167,7 @@ def serve(rendezvous: Rendezvous, rank: int, device: str, threads: int | None, h
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-    leave(0)
-
-
-def leave(code: int) -> None:
-    """Ends a rank process without interpreter finalization: gloo's worker threads can still hold work objects
-    then, and tearing them down at exit aborts the process now and then (SIGABRT, "terminate called without an
-    active exception") after its work is done. Logs are flushed first."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
+    exit_now(0)  # no interpreter finalization: see exit_now
 
 
 def spawn_ranks(rendezvous: Rendezvous, ranks: list[int], devices: list[str], threads: int | None, host: str):

@@ -80,31 +80,33 @@ class RowSparseAdam(torch.optim.Optimizer):
                 loss = closure()
         batch_rows = BatchRows()
         for group in self.param_groups:
-            tensors: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # weights, grads, moments, steps
-            write_back = []
+            weights, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            write_back = []  # (rows, the full tensors, their gathered rows) of each sparse parameter
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self._state_of(p)
+                full = (p, state["exp_avg"], state["exp_avg_sq"])
                 if p.grad.is_sparse:
                     rows, grad = batch_rows.summed(p.grad)
-                    moments = (state["exp_avg"], state["exp_avg_sq"])
-                    weights, exp_avg, exp_avg_sq = (t.index_select(0, rows) for t in (p, *moments))
-                    write_back.append((rows, (p, *moments), (weights, exp_avg, exp_avg_sq)))
+                    touched = tuple(t.index_select(0, rows) for t in full)
+                    write_back.append((rows, full, touched))
                 else:
-                    weights, grad, exp_avg, exp_avg_sq = p, p.grad, state["exp_avg"], state["exp_avg_sq"]
-                for parts, value in zip(tensors, (weights, grad, exp_avg, exp_avg_sq, state["step"]), strict=True):
+                    grad, touched = p.grad, full
+                for parts, value in zip((weights, exp_avgs, exp_avg_sqs), touched, strict=True):
                     parts.append(value)
-            if not write_back and not tensors[0]:
+                grads.append(grad)
+                steps.append(state["step"])
+            if not weights:
                 continue
             beta1, beta2 = group["betas"]
             adam(
-                *tensors[:4], [], tensors[4], fused=True, decoupled_weight_decay=group["decoupled"],
+                weights, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, decoupled_weight_decay=group["decoupled"],
                 amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
                 eps=group["eps"], maximize=False,
             )  # fmt: skip
-            for rows, targets, updated in write_back:
-                for target, value in zip(targets, updated, strict=True):
+            for rows, full, touched in write_back:
+                for target, value in zip(full, touched, strict=True):
                     target.index_copy_(0, rows, value)
         return loss
 
@@ -142,7 +144,7 @@ class BatchRows:
 
     def _unique(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for seen, rows, inverse in self._seen:
-            if seen.shape == indices.shape and (seen.data_ptr() == indices.data_ptr() or torch.equal(seen, indices)):
+            if seen.shape == indices.shape and torch.equal(seen, indices):
                 return rows, inverse
         rows, inverse = torch.unique(indices, return_inverse=True)
         self._seen.append((indices, rows, inverse))

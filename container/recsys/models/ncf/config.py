@@ -23,6 +23,11 @@ PRETRAINED_LR_SCALE = 0.1
 # With batch_size at its default, at least this many steps per epoch (batches no smaller than MIN_AUTO_BATCH).
 MIN_STEPS_PER_EPOCH = 64
 MIN_AUTO_BATCH = 256
+# With batch_size at its default, large data sets get larger batches (doubling up to MAX_AUTO_BATCH) as long as an
+# epoch keeps at least LARGE_STEPS_PER_EPOCH steps: per-step costs (the sparse optimizer's row gathers, Python) are
+# then shared by more samples, with the same validation HR (measured in benchmarks/scale.py: benchmarks/README.md).
+MAX_AUTO_BATCH = 16384
+LARGE_STEPS_PER_EPOCH = 512
 
 
 @dataclass
@@ -75,10 +80,14 @@ class TrainConfig:
     def effective_batch_size(self, samples_per_epoch: int) -> int:
         """``batch_size`` as set; at its default, small data sets get smaller batches so that an epoch still has
         ``MIN_STEPS_PER_EPOCH`` optimizer steps (a 3,000-interaction data set would otherwise train in 4 steps per
-        epoch). Never below ``MIN_AUTO_BATCH``."""
+        epoch), never below ``MIN_AUTO_BATCH``, and large ones larger: doubled while the epoch keeps at least
+        ``LARGE_STEPS_PER_EPOCH`` steps, up to ``MAX_AUTO_BATCH``."""
         if not self.auto_batch:
             return self.batch_size
-        return max(1, min(self.batch_size, max(MIN_AUTO_BATCH, samples_per_epoch // MIN_STEPS_PER_EPOCH)))
+        batch = max(1, min(self.batch_size, max(MIN_AUTO_BATCH, samples_per_epoch // MIN_STEPS_PER_EPOCH)))
+        while batch * 2 <= MAX_AUTO_BATCH and samples_per_epoch // (batch * 2) >= LARGE_STEPS_PER_EPOCH:
+            batch *= 2
+        return batch
 
     def stages(self) -> list[str]:
         return ["gmf", "mlp", "neumf"] if self.pretrain else [self.model_type]

@@ -21,7 +21,8 @@ PARAMS: tuple[Param, ...] = (
         int,
         4096,
         "Samples (positives + negatives) per optimizer step. Left at its default, small data sets get smaller batches "
-        "(at least 64 steps per epoch, never below 256).",
+        "(at least 64 steps per epoch, never below 256) and large ones larger (doubled up to 16,384 while an epoch "
+        "keeps at least 512 steps).",
         low=1,
         high=1 << 24,
     ),

@@ -19,6 +19,11 @@ import numpy as np
 import torch
 
 
+def _index_dtype(n: int) -> torch.dtype:
+    """int32 indices into ``n`` rows where they fit (half the bytes of int64), else int64."""
+    return torch.int32 if n < 2**31 else torch.int64
+
+
 def recency_fractions(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
     """Per row: its place in its user's history by time, 0 (oldest) .. 1 (newest); equal timestamps share the later
     place; a user's only row is 1."""
@@ -61,6 +66,8 @@ class NegativeSampler:
     ):
         """``row_weights``: per input row, the loss weight of that positive (a pair seen several times takes its
         largest); None = every sample weighs 1."""
+        if max(n_users, n_items) >= 2**31:
+            raise ValueError("NegativeSampler packs user and item indices as int32: fewer than 2^31 of each")
         self.n_users, self.n_items, self.device = n_users, n_items, torch.device(device)
         row_keys = np.asarray(users, dtype=np.int64) * np.int64(n_items) + np.asarray(items, dtype=np.int64)
         keys, inverse = np.unique(row_keys, return_inverse=True)
@@ -82,6 +89,7 @@ class NegativeSampler:
         self._adjusted = as_tensor(adjusted)
         self._start = as_tensor(indptr[:-1])
         self._free = as_tensor(n_items - counts)  # unseen items per user
+        self._epoch_rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def n_positives(self) -> int:
@@ -97,27 +105,48 @@ class NegativeSampler:
         free = self._free[users]
         # float64 draws: unbiased enough for any realistic item count (2^53 resolution).
         draws = torch.rand(len(users), generator=generator, device=self.device, dtype=torch.float64)
-        r = torch.minimum((draws * free).long(), free - 1)
-        below = torch.searchsorted(self._adjusted, users * self.n_items + r, right=True) - self._start[users]
-        return r + below
+        r = torch.minimum(draws.mul_(free).long(), free.sub_(1))  # in place where it can: an epoch's draws are large
+        del draws, free
+        keys = torch.mul(users, self.n_items).add_(r)
+        below = torch.searchsorted(self._adjusted, keys, right=True).sub_(self._start[users])
+        return r.add_(below)
 
     def epoch(self, neg_users: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """Shuffled (users, items, labels, weights) of one epoch: all positives + fresh negatives for ``neg_users``;
-        ``weights`` is None when every sample weighs 1."""
+        ``weights`` is None when every sample weighs 1. Users, items and weights are columns of one tensor.
+
+        The shuffle is a random gather over the whole epoch — at 20M interactions the largest cost outside the
+        optimizer steps — so it moves as few bytes and touches as few cache lines as it can: one gather of packed
+        int32 rows (user, item[, weight bits, padding to 16 bytes]) instead of one per column of int64/float32, and
+        labels from the permutation itself (a sample is positive when it came from the first ``n_positives``)."""
         neg_items = self.sample(neg_users, generator)
-        users = torch.cat([self.pos_users, neg_users])
-        items = torch.cat([self.pos_items, neg_items])
-        labels = torch.zeros(len(users), device=self.device)
-        labels[: self.n_positives] = 1.0
-        order = torch.randperm(len(users), generator=generator, device=self.device)
-        weights = None
-        if self.pos_weights is not None:
-            weights = torch.ones(len(users), device=self.device)
-            weights[: self.n_positives] = self.pos_weights
-            weights = weights[order]
-        return users[order], items[order], labels[order], weights
+        rows = self._unshuffled(neg_users)
+        rows[self.n_positives :, 1] = neg_items
+        del neg_items
+        n = len(rows)
+        order = torch.randperm(n, generator=generator, device=self.device, dtype=_index_dtype(n))
+        shuffled = rows.index_select(0, order)
+        labels = (order < self.n_positives).float()
+        weights = shuffled[:, 2].view(torch.float32) if self.pos_weights is not None else None
+        return shuffled[:, 0], shuffled[:, 1], labels, weights
+
+    def _unshuffled(self, neg_users: torch.Tensor) -> torch.Tensor:
+        """The epoch's packed rows before the shuffle: users, positives' items and weights are the same every
+        epoch, so the tensor is built once per ``neg_users`` and only the negatives' items change."""
+        if self._epoch_rows is None or self._epoch_rows[0] is not neg_users:
+            n = self.n_positives + len(neg_users)
+            rows = torch.zeros((n, 2 if self.pos_weights is None else 4), dtype=torch.int32, device=self.device)
+            rows[: self.n_positives, 0] = self.pos_users
+            rows[self.n_positives :, 0] = neg_users
+            rows[: self.n_positives, 1] = self.pos_items
+            if self.pos_weights is not None:
+                weights = torch.ones(n, device=self.device)
+                weights[: self.n_positives] = self.pos_weights
+                rows[:, 2] = weights.view(torch.int32)
+            self._epoch_rows = (neg_users, rows)
+        return self._epoch_rows[1]
 
     def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        keys = users * self.n_items + items
+        keys = users.long() * self.n_items + items.long()
         pos = torch.searchsorted(self.keys, keys).clamp_max(len(self.keys) - 1)
         return self.keys[pos] == keys

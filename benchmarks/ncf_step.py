@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/ncf_step.py [--users 748052] [--items 99999] [--batch-size 4096] [--steps 300]
                                             [--sparse true,false] [--baseline OLD_SPARSE_PY] [--threads 2] [--profile]
+                                            [--zipf-negatives]
 
-Batches are drawn like an epoch's (users and items Zipf-like with exponent 1.1, seed 0; positives and negatives
-mixed), the net is ``NCFNet`` (NeuMF, factor 32, one layer unless told) with the optimizer ``train`` would build
+Batches are drawn like an epoch's (users and positives' items Zipf-like with exponent 1.1, negatives' items uniform
+as the sampler draws them — ``--zipf-negatives`` draws them Zipf-like too, as this script did before 2026-12-04,
+which touches far fewer distinct item rows per batch; seed 0; positives and negatives mixed), the net is ``NCFNet``
+(NeuMF, factor 32, one layer unless told) with the optimizer ``train`` would build
 (``make_optimizer``), and each step is ``StageLoop._step``'s sequence: forward, BCE-with-logits sum, zero_grad,
 backward, optimizer step, scheduler step. Configurations — sparse and/or dense tables, and with ``--baseline`` the
 row-wise optimizer of another revision — take turns block by block in one process (on a noisy machine the only fair
@@ -45,11 +48,14 @@ def zipf_indices(rng: np.random.Generator, n: int, size: int, exponent: float = 
     return rng.permutation(n)[rng.choice(n, size=size, p=p)]
 
 
-def batches(n_users: int, n_items: int, batch_size: int, count: int, seed: int = 0):
+def batches(n_users: int, n_items: int, batch_size: int, count: int, seed: int = 0, uniform_negatives=True):
     rng = np.random.default_rng(seed)
     users = zipf_indices(rng, n_users, batch_size * count)
-    items = zipf_indices(rng, n_items, batch_size * count)
     labels = (rng.random(batch_size * count) < 1 / 9).astype(np.float32)  # 1 positive : 8 negatives
+    items = zipf_indices(rng, n_items, batch_size * count)
+    if uniform_negatives:  # as the sampler draws them: uniform over the catalog, so most item rows are distinct
+        negatives = labels == 0
+        items[negatives] = rng.integers(0, n_items, int(negatives.sum()))
     for k in range(count):
         s = slice(k * batch_size, (k + 1) * batch_size)
         yield torch.from_numpy(users[s]), torch.from_numpy(items[s]), torch.from_numpy(labels[s])
@@ -70,7 +76,7 @@ class Setup:
         total = args.steps * (args.blocks + 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda k: lr_factor(k, total))
         self.loss_sum = torch.zeros((), dtype=torch.float64)
-        self.data = list(batches(args.users, args.items, args.batch_size, total))
+        self.data = list(batches(args.users, args.items, args.batch_size, total, 0, not args.zipf_negatives))
         self.rates: list[float] = []
         self.net.train()
 
@@ -112,6 +118,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="also time RowSparseAdam from this sparse.py (sparse tables)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--zipf-negatives", action="store_true", help="negatives' items Zipf-like, not uniform")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -293,7 +293,8 @@ def test_ncf_trains_on_both_hosts_and_serves(image: str, sdk_env, tmp_path: Path
     for phase in ("select", "refit"):  # each host's rank trained both runs of the fit
         assert re.search(rf"rank 0/2 on host {leader.name} .* phase {phase}", leader_log), leader_log[-3000:]
         assert re.search(rf"rank 1/2 on host {worker.name} .* phase {phase}", worker_log), worker_log[-3000:]
-    assert f"rank 1 on host {worker.name}: done" in worker_log and f"host {worker.name} done" in worker_log
+    assert f"rank 1 on host {worker.name}: done" in worker_log, worker_log[-6000:]
+    assert f"host {worker.name} done" in worker_log, worker_log[-3000:]
     assert len(re.findall(FINAL_METRICS, logs.getvalue())) == 1, "only the leader reports metrics"
     one, two = selected_hr(single.logs), selected_hr(leader_log)
     print(

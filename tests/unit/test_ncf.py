@@ -143,9 +143,6 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(data):
     assert result.info["epochs_run"] == best + 2
 
 
-# -- negative sampling
-
-
 def test_default_batch_size_shrinks_for_small_epochs_and_grows_for_large_ones_but_an_explicit_one_holds():
     def batch(samples_per_epoch: int, auto: bool = True, batch_size: int = 4096) -> int:
         cfg = TrainConfig("neumf", 8, 1, 0.0, 1, 0.01, batch_size, 4, 0.0, "adam", 0, 0, auto_batch=auto)
@@ -157,6 +154,9 @@ def test_default_batch_size_shrinks_for_small_epochs_and_grows_for_large_ones_bu
     assert batch(6_000_000) == 8192  # 732 steps of 8192; 16384 would leave 366 < 512
     assert batch(16_400_000) == 16384 and batch(500_000_000) == 16384  # capped
     assert batch(3_000, auto=False) == 4096 and batch(500_000_000, auto=False, batch_size=1024) == 1024
+
+
+# -- negative sampling
 
 
 def test_sampler_never_returns_a_positive_even_for_users_who_saw_almost_everything():

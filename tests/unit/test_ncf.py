@@ -297,6 +297,45 @@ def test_fast_path_equals_the_plain_forward(trained, model_type):
     assert model.score(users, picked).dtype == np.float32
 
 
+def _best_first_scores(scores: np.ndarray, banned: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best scores once banned items and NaNs are dropped, best first (the reference for top_k_one)."""
+    kept = np.delete(scores, np.unique(banned))
+    kept = kept[~np.isnan(kept)]
+    return np.sort(kept)[::-1][:k]
+
+
+@pytest.mark.parametrize("model_type", ["gmf", "mlp", "neumf"])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_compiled_single_user_top_k_ranks_score_user(model_type, num_layers):
+    """FastScorer.top_k_one (recsys.models.kernels) = score_user's row ranked: banned items (repeats allowed) and
+    NaN scores dropped, best first, k larger than the catalog; every tower depth and model type."""
+    torch.manual_seed(num_layers)
+    net = NCFNet(N_USERS, N_ITEMS, factor_num=8, num_layers=num_layers, dropout=0.0, model_type=model_type)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.normal_(0.0, 0.5)  # spread scores (N(0, 0.01) tables score every item alike)
+        if model_type != "mlp":
+            net.embed_item_gmf.weight[5] = float("nan")
+        else:
+            net.embed_item_mlp.weight[5] = float("nan")
+    scorer = FastScorer(net.eval())
+    rng = np.random.default_rng(num_layers)
+    for user in range(0, N_USERS, 9):
+        scores = scorer.score_user(user)
+        assert np.isnan(scores[5])
+        banned = rng.integers(0, N_ITEMS, rng.integers(0, 30)).astype(np.int64)
+        for k in (1, 10, N_ITEMS + 3):
+            items, values = scorer.top_k_one(user, k, banned)
+            expected = _best_first_scores(scores, banned, k)
+            assert items.dtype == np.int64 and values.dtype == np.float32 and len(items) == len(expected)
+            assert not set(items.tolist()) & (set(banned.tolist()) | {5})
+            np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(values, scores[items], rtol=1e-5, atol=1e-5)
+    everything = np.arange(N_ITEMS, dtype=np.int64)
+    items, values = scorer.top_k_one(0, 10, everything)
+    assert len(items) == len(values) == 0
+
+
 def test_fast_path_chunks_agree(monkeypatch, trained):
     import recsys.models.ncf.net as ncf_net
 

@@ -43,6 +43,26 @@ def test_score_is_independent_of_batch_composition(loaded):
     np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
 
 
+def test_single_user_top_k_agrees_with_score_all(loaded):
+    """``top_k_one`` (every registered algorithm has one) ranks ``score_all``'s row: banned items dropped, best
+    first, the same scores up to float32 rounding."""
+    model = loaded.recommender
+    for user in range(min(6, model.n_users)):
+        banned = np.asarray(loaded.seen_indices[loaded.seen_indptr[user] : loaded.seen_indptr[user + 1]], np.int64)
+        scores = model.score_all(np.array([user]))[0].astype(np.float64)
+        scores[banned] = -np.inf
+        allowed = int(np.count_nonzero(scores > -np.inf))
+        for k in (1, 10, model.n_items + 1):
+            found = model.top_k_one(user, k, banned)
+            assert found is not None, f"{loaded.algorithm} has no single-user top-K"
+            items, values = found
+            assert items.dtype == np.int64 and values.dtype == np.float32 and len(items) == min(k, allowed)
+            assert not set(items.tolist()) & set(banned.tolist())
+            assert np.all(np.diff(values) <= 0)
+            np.testing.assert_allclose(values, scores[items], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(values, np.sort(scores)[::-1][: len(items)], rtol=1e-5, atol=1e-5)
+
+
 def test_item_vectors(loaded):
     vectors = loaded.recommender.item_vectors()
     assert vectors.shape[0] == loaded.manifest["n_items"] and vectors.ndim == 2

@@ -160,3 +160,48 @@ def test_score_cache_policy(model):
     assert Predictor(model, "on").cache_reason.startswith("on:")
     assert Predictor(model, "on", cache_mb=0).cache_reason.startswith("off: ")  # does not fit
     assert Predictor(model, "off").ranker.score_cache is None
+
+
+class CompiledDot:
+    """Wraps a model's DotRecommender with the compiled single-user path (``dot_top_k_one``), counting its calls."""
+
+    def __init__(self, model):
+        from recsys.models.kernels import dot_top_k_one
+
+        self.model, self.calls = model, 0
+        inner = model.recommender
+
+        def top_k_one(user, k, banned):
+            self.calls += 1
+            return dot_top_k_one(inner.user_factors[user], inner.item_factors, banned, k)
+
+        inner.top_k_one = top_k_one
+
+
+def test_single_user_requests_take_the_models_single_call_path_with_the_same_answers():
+    model = random_model(n_users=30, n_items=90, dim=5, seed=11)
+    plain = Ranker(random_model(n_users=30, n_items=90, dim=5, seed=11))
+    compiled = CompiledDot(model)
+    ranker = Ranker(model)
+    for user in range(30):
+        for filters in (Filters(), Filters(exclude_seen=False)):
+            for k in (1, 7, 200):
+                before = compiled.calls
+                (fast,) = ranker.top_k(np.array([user]), k, filters)
+                assert compiled.calls == before + 1
+                (reference,) = plain.top_k(np.array([user]), k, filters)
+                assert fast.items.tolist() == reference.items.tolist() and not fast.cold_start
+                np.testing.assert_allclose(fast.scores, reference.scores, rtol=1e-5, atol=1e-6)
+    # anything beyond "exclude the user's seen items" (or several users, or an unknown one) ranks score_all's rows
+    calls = compiled.calls
+    for users, filters in [
+        ([3], Filters(include=np.array([1]))),
+        ([3], Filters(exclude=np.array([2]))),
+        ([3], Filters(exclude_popular=2)),
+        ([3], Filters(candidates=np.arange(10))),
+        ([3, 4], Filters()),
+        ([-1], Filters()),
+    ]:
+        got = ranker.top_k(np.array(users), 5, filters)
+        assert [r.items.tolist() for r in got] == [r.items.tolist() for r in plain.top_k(np.array(users), 5, filters)]
+    assert compiled.calls == calls

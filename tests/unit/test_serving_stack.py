@@ -196,13 +196,24 @@ def test_local_mode_tarball_layout_and_graceful_sigterm(model_dir, tmp_path):
         children = srv.children()
         assert len(children) >= 4  # gunicorn master + 2 workers, nginx master + worker
         user = known_user(model_dir)
-        body = "\n".join(json.dumps({"users": [user], "k": 10, "exclude": [str(i)]}) for i in range(6000))
+
+        def lines(n: int) -> str:
+            return "\n".join(json.dumps({"users": [user], "k": 10, "exclude": [str(i)]}) for i in range(n))
+
+        def post(body: str) -> requests.Response:
+            return requests.post(
+                f"{srv.url}/invocations", data=body, headers={"Content-Type": "application/jsonlines"}, timeout=60
+            )
+
+        # ~2 s of work (whatever this machine's and the model's speed), so that SIGTERM lands mid-request
+        started = time.perf_counter()
+        assert post(lines(2000)).status_code == 200
+        n_lines = min(60_000, max(6000, int(2.0 * 2000 / (time.perf_counter() - started))))
+        body = lines(n_lines)
         result: dict = {}
 
         def in_flight():
-            response = requests.post(
-                f"{srv.url}/invocations", data=body, headers={"Content-Type": "application/jsonlines"}, timeout=60
-            )
+            response = post(body)
             result["status"], result["lines"] = response.status_code, len(response.text.split("\n"))
             result["done"] = time.perf_counter()
 
@@ -216,7 +227,7 @@ def test_local_mode_tarball_layout_and_graceful_sigterm(model_dir, tmp_path):
         thread.join(30)
         assert code == 0, srv.log.read_text()
         assert stopped < 15
-        assert result.get("status") == 200 and result["lines"] == 6000, result
+        assert result.get("status") == 200 and result["lines"] == n_lines, result
         assert result["done"] > stop_sent, "the request finished before SIGTERM; make it heavier"
         time.sleep(0.2)
         alive = [

@@ -89,6 +89,13 @@ class Recommender(ABC):
         items = np.broadcast_to(np.arange(self.n_items, dtype=np.int64), (len(users), self.n_items))
         return self.score(users, items)
 
+    def top_k_one(self, user: int, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """One user's ``k`` best items over the whole catalog, best first, as (item indices, float32 scores), none of
+        the ``banned`` int64 item indices — when this model has a single-call path for it (the common endpoint
+        request); None = no such path, the caller ranks ``score_all``'s row. Must agree with ``score_all`` up to
+        float32 rounding."""
+        return None
+
     def retrieval_space(self) -> RetrievalSpace | None:
         """Vectors for a first retrieval stage (see ``RetrievalSpace``); None = this model has none (serving then
         scores every item)."""

@@ -5,6 +5,8 @@ Everything is vectorized over many queries at once: scores for a block of users 
 the users' seen items (built from the CSR without a Python loop), and the top K of every row is an ``argpartition``.
 Raw ids never appear here: ``recsys.serving.predict`` maps them to indices and back. Over large catalogs top-K
 retrieves candidates first and scores only those (``recsys.serving.retrieval``; same filters, same score scale).
+One known user over the whole catalog (the common endpoint request) takes the model's single-call path when it has
+one (``Recommender.top_k_one``: NCF's compiled kernel), filtered by its seen items only.
 
 Conventions: a user or item index of ``-1`` means "unknown to the model". Unknown users are answered by popularity
 (cold start). Scores of filtered-out cells are ``-inf`` and never returned.
@@ -172,9 +174,13 @@ class Ranker:
         if n_cols == 0:
             empty = Ranked(np.empty(0, np.int64), np.empty(0, np.float32))
             return [r if r is not None else empty for r in out]
-        block = max(1, self.block_cells // n_cols)
         # An explicit candidate list is scored exactly; a score cache already holds the exact scores.
         two_stage = self.two_stage if cols is None and self.score_cache is None else None
+        if len(users) == 1 and users[0] >= 0 and cols is None and allowed is None and two_stage is None:
+            one = self._top_k_one(int(users[0]), k, filters)
+            if one is not None:
+                return [one]
+        block = max(1, self.block_cells // n_cols)
         for start in range(0, len(known), block):
             rows = known[start : start + block]
             block_users = users[rows]
@@ -192,6 +198,18 @@ class Ranker:
                 idx, vals = ranked
                 out[row] = Ranked(idx if cols is None else cols[idx], vals)
         return out  # type: ignore[return-value]
+
+    def _top_k_one(self, user: int, k: int, filters: Filters) -> Ranked | None:
+        """A known user over the whole catalog, filtered by its seen items at most: the model's single-call path
+        (``Recommender.top_k_one``) when it has one and no score cache is loaded; None otherwise."""
+        if self.score_cache is not None or (filters.include is not None and len(filters.include)):
+            return None
+        if filters.exclude_seen:
+            banned = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
+        else:
+            banned = self.seen_indices[:0]
+        found = self.recommender.top_k_one(user, k, banned)
+        return None if found is None else Ranked(*found)
 
     def _with_cold_start(
         self, indices: np.ndarray, cols: np.ndarray | None, allowed: np.ndarray | None, k: int

@@ -240,6 +240,14 @@ class ALSRecommender(Recommender):
         users = np.asarray(users, dtype=np.int64)
         return self.user_factors[users] @ self.item_factors.T
 
+    def top_k_one(self, user: int, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inner products with every item, the banned ones dropped, the ``k`` best kept: one compiled call
+        (``recsys.models.kernels``)."""
+        from recsys.models.kernels import dot_top_k_one
+
+        self._require_fitted()
+        return dot_top_k_one(self.user_factors[user], self.item_factors, banned, k)
+
     def item_vectors(self) -> np.ndarray:
         self._require_fitted()
         return self.item_factors

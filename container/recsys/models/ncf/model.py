@@ -12,7 +12,8 @@ process is rank 0 and does everything but training alone.
 
 Scoring (``score``/``score_all``) runs on precomputed per-item tensors that never require gradients (``FastScorer``),
 rebuilt whenever a parameter's version counter changes (an optimizer step, ``load_state_dict``), so it is always
-current. One user on the CPU — the common endpoint request — takes ``FastScorer.score_user``'s numpy path.
+current. One user on the CPU — the common endpoint request — takes ``FastScorer.score_user``'s numpy path, and
+serving's single-user top-K one compiled call (``top_k_one``, ``recsys.models.kernels``).
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ class NCFRecommender(Recommender):
         if len(users) == 1 and self.device.type == "cpu":
             return scorer.score_user(int(users[0]))[None]  # the common single-user request (see score_user)
         return self._numpy(scorer.score_all(self._tensor(users)))
+
+    def top_k_one(self, user: int, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The compiled single-user path (``FastScorer.top_k_one``) on a float32 CPU model; None elsewhere."""
+        scorer = self._fast()
+        if self.device.type != "cpu" or scorer.bias.dtype != torch.float32:
+            return None
+        return scorer.top_k_one(user, k, banned)
 
     def forward_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The plain network forward over (n, m) pairs: the reference the fast path is tested against."""

@@ -25,6 +25,8 @@ from torch import nn
 MODEL_TYPES = ("neumf", "gmf", "mlp")
 # Scores of this many (user, item) pairs are computed per chunk on the fast path: bounds the (pairs × h1) buffer.
 _PAIRS_PER_CHUNK = 1 << 18
+_NO_FLOATS = np.zeros(0, dtype=np.float32)  # writeable, as every array top_k_one gets (one compiled signature)
+_NO_ROWS = np.zeros((0, 0), dtype=np.float32)
 
 
 def mlp_embedding_size(factor_num: int, num_layers: int) -> int:
@@ -147,6 +149,7 @@ class FastScorer:
                 self.w_mlp = w_mlp.reshape(-1, 1).contiguous()
         self._item_proj_t = None
         self._np: dict | None = None
+        self._kernel: dict | None = None
 
     @property
     def item_gmf_t(self) -> torch.Tensor:
@@ -213,6 +216,39 @@ class FastScorer:
                 torch.relu_(torch.from_numpy(x))
             out[cols] += v["w_mlp"] @ x
         return out
+
+    def top_k_one(self, user: int, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One user's ``k`` best items over every item, best first, none of ``banned`` (int64 indices): one compiled
+        call on the CPU tensors (``recsys.models.kernels``); scores equal ``score_user``'s up to rounding."""
+        from recsys.models.kernels import top_k_one
+
+        a = self._kernel_args()
+        user_gmf = a["user_gmf"][user] if a["user_gmf"] is not None else _NO_FLOATS
+        user_proj = a["user_proj"][user] if a["user_proj"] is not None else _NO_FLOATS
+        return top_k_one(
+            user_gmf, a["item_gmf"], user_proj, a["item_proj"], a["tower"], a["shapes"], a["w_mlp"], a["bias"],
+            a["n_items"], banned, k,
+        )  # fmt: skip
+
+    def _kernel_args(self) -> dict:
+        """numpy views of the CPU tensors ``top_k_one`` reads (item-major, as the tables are stored) and the tower's
+        layers packed into one array; built once. The part a model lacks (GMF or MLP) gets zero-width arrays."""
+        if self._kernel is None:
+            args: dict = {"bias": float(self.bias[0]), "user_gmf": None, "item_gmf": _NO_ROWS, "user_proj": None}
+            args.update(item_proj=_NO_ROWS, tower=_NO_FLOATS, shapes=np.zeros((0, 2), dtype=np.int64), w_mlp=_NO_FLOATS)
+            if self.user_gmf is not None:
+                args.update(user_gmf=self.user_gmf.numpy(), item_gmf=self.item_gmf.contiguous().numpy())
+            if self.model_type != "gmf":
+                args.update(user_proj=self.user_proj.numpy(), item_proj=self.item_proj.contiguous().numpy())
+                # self.rest holds (W^T (in, out), b): pack W (out, in) row-major, then b, layer after layer
+                parts = [p for w, b in self.rest for p in (w.t().contiguous().reshape(-1), b.reshape(-1))]
+                if parts:
+                    args["tower"] = torch.cat(parts).numpy()
+                    args["shapes"] = np.array([tuple(w.shape) for w, _ in self.rest], dtype=np.int64)
+                args["w_mlp"] = self.w_mlp[:, 0].contiguous().numpy()
+            args["n_items"] = (self.item_gmf if self.user_gmf is not None else self.item_proj).shape[0]
+            self._kernel = args
+        return self._kernel
 
     def _views(self) -> dict:
         """numpy views (shared memory) of the CPU tensors ``score_user`` reads; built once."""

@@ -205,3 +205,25 @@ def test_single_user_requests_take_the_models_single_call_path_with_the_same_ans
         got = ranker.top_k(np.array(users), 5, filters)
         assert [r.items.tolist() for r in got] == [r.items.tolist() for r in plain.top_k(np.array(users), 5, filters)]
     assert compiled.calls == calls
+
+
+def test_the_kernel_compiles_without_a_writable_cache_directory(monkeypatch, caplog):
+    """Where numba finds no cache directory it can write (a read-only image run as another user), the kernel is
+    compiled in memory instead of failing at import."""
+    import importlib.util
+
+    from numba.core import caching
+
+    import recsys.models.kernels as kernels
+
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # numba < 0.61 names it _CacheImpl
+    monkeypatch.setattr(impl, "_locator_classes", [])
+    spec = importlib.util.spec_from_file_location("kernels_without_cache", kernels.__file__)
+    module = importlib.util.module_from_spec(spec)
+    with caplog.at_level("WARNING"):
+        spec.loader.exec_module(module)
+    assert "without a disk cache" in caplog.text
+    items, scores = module.dot_top_k_one(
+        np.ones(2, np.float32), np.array([[1, 0], [3, 1], [0, 2]], np.float32), np.array([1]), 5
+    )
+    assert items.tolist() == [2, 0] and scores.tolist() == [2.0, 1.0]

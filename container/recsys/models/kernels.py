@@ -13,20 +13,34 @@ insertion buffer.
 Scores equal the numpy path's up to float32 rounding (the sums run in another order). Ties go to the lower item
 index. Banned items and NaN scores are never returned, as on the numpy path.
 
-Compiled on first use and cached next to this file (``cache=True``); serving's warm-up query pays for it before a
-worker reports ready.
+Compiled on first use and cached on disk (next to this file when it is writable); serving's warm-up query pays for
+it (~1 s; ~0.3 s to load the cache) before a worker reports ready.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from numba import njit
+
+log = logging.getLogger(__name__)
 
 # Reassociation and contraction let the dot products vectorize; no "nnan"/"ninf": -inf marks filtered items.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+def _compiled(function):
+    """``function`` compiled on first use, its machine code cached on disk when some cache directory is writable
+    (next to this file, else numba's user-wide one); otherwise compiled in memory by every process."""
+    try:
+        return njit(cache=True, fastmath=_FASTMATH)(function)
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+        log.warning("the top-K kernel is compiled without a disk cache: %s", exc)
+        return njit(fastmath=_FASTMATH)(function)
+
+
+@_compiled
 def top_k_one(
     user_gmf: np.ndarray,  # (f,) the user's vector (NCF: GMF row with the predict weights folded in); f = 0: none
     item_gmf: np.ndarray,  # (n_items, f) the items' vectors
